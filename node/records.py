@@ -1,0 +1,334 @@
+"""The records bureaus exchange: validation, labels and the facts policy reads.
+
+Records travel as ``guantong.v1.Record`` messages. This module turns a
+publisher's JSON (the sample file's shape) into one, checks it, and reduces it
+to the few facts an agreement decides on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from guantong.v1 import records_pb2 as pb
+from node.errors import InvalidRecord
+
+# Codes used in files and on the command line, with the labels staff read.
+CATEGORIES: dict[str, tuple[int, str]] = {
+    "food_drug_safety": (pb.FOOD_DRUG_SAFETY, "食品药品(医疗器械)安全事故 food/drug/device safety"),
+    "special_equipment": (pb.SPECIAL_EQUIPMENT, "特种设备安全事故 special-equipment safety"),
+    "policy_dispute": (pb.POLICY_DISPUTE, "政策措施及裁量争议 policy and discretion dispute"),
+    "market_violation": (pb.MARKET_VIOLATION, "市场违法行为 market violation"),
+    "staff_conduct": (pb.STAFF_CONDUCT, "部门及工作人员作风 conduct of bureau staff"),
+    "rumor": (pb.RUMOR, "谣言传播 rumour"),
+    "mass_incident": (pb.MASS_INCIDENT, "群体性事件 mass incident"),
+    "other": (pb.OTHER, "其他突发事件 other"),
+}
+LEVEL_LABELS: dict[int, str] = {
+    1: "Ⅰ 特别重大 particularly serious",
+    2: "Ⅱ 重大 serious",
+    3: "Ⅲ 较大 relatively serious",
+    4: "Ⅳ 一般 ordinary",
+}
+PHASES: dict[str, tuple[int, str]] = {
+    "emerging": (pb.EMERGING, "发生期 emerging"),
+    "developing": (pb.DEVELOPING, "发展期 developing"),
+    "peak": (pb.PEAK, "高潮期 peak"),
+    "fluctuating": (pb.FLUCTUATING, "震荡期 fluctuating"),
+    "subsiding": (pb.SUBSIDING, "回落期 subsiding"),
+}
+# Record kinds by the names agreements and files use.
+KINDS: dict[str, int] = {
+    "incident": pb.INCIDENT,
+    "statement": pb.STATEMENT,
+    "joint_request": pb.JOINT_REQUEST,
+    "notice": pb.NOTICE,
+    "retraction": pb.RETRACTION,
+}
+KIND_NAMES: dict[int, str] = {number: name for name, number in KINDS.items()}
+CATEGORY_CODES: dict[int, str] = {number: code for code, (number, _) in CATEGORIES.items()}
+PHASE_CODES: dict[int, str] = {number: code for code, (number, _) in PHASES.items()}
+
+_REGION_CODE = re.compile(r"^\d{6}$")
+_NODE_ID = re.compile(r"^CN(-[A-Z]{2})?$")
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def is_node_id(value: str) -> bool:
+    """Node ids are ISO 3166-2 style: ``CN`` or ``CN-XX``."""
+    return bool(_NODE_ID.match(value))
+
+
+def subject_id(origin: str, ref: str) -> str:
+    """The federation-wide id of a publisher's subject."""
+    return f"{origin}/{ref}"
+
+
+def kind_of(record: pb.Record) -> str:
+    """The kind name of a record, from the body that is set."""
+    body = record.WhichOneof("body")
+    if body is None:
+        raise InvalidRecord("record", "no body is set (incident, statement, ...)")
+    return body
+
+
+@dataclass(frozen=True)
+class RecordFacts:
+    """What an agreement decides on, taken from one record.
+
+    Statements and joint-handling requests carry the category, level, heat and
+    exercise mark of the incident they belong to, so that an agreement that
+    shares an incident also shares what belongs to it.
+    """
+
+    kind: str
+    origin: str
+    category: str | None = None
+    level: int | None = None
+    exercise: bool = False
+    # Totals over every platform of the incident.
+    views: int = 0
+    reposts: int = 0
+    # Nodes a record is addressed to (a request's handler, a notice's list).
+    addressed_to: tuple[str, ...] = field(default_factory=tuple)
+
+
+def incident_facts(kind: str, origin: str, incident: pb.IncidentReport) -> RecordFacts:
+    return RecordFacts(
+        kind=kind,
+        origin=origin,
+        category=CATEGORY_CODES.get(incident.category),
+        level=int(incident.level) or None,
+        exercise=incident.exercise,
+        views=sum(p.views for p in incident.platforms),
+        reposts=sum(p.reposts for p in incident.platforms),
+    )
+
+
+def facts_of(
+    record: pb.Record, origin: str, incident: pb.IncidentReport | None = None
+) -> RecordFacts:
+    """Facts of ``record``; ``incident`` is the incident it belongs to, if held."""
+    kind = kind_of(record)
+    if kind == "incident":
+        return incident_facts(kind, origin, record.incident)
+
+    addressed: tuple[str, ...] = ()
+    if kind == "joint_request":
+        addressed = (record.joint_request.to_node,)
+    elif kind == "notice":
+        addressed = tuple(record.notice.to_nodes)
+
+    if incident is not None:
+        base = incident_facts(kind, origin, incident)
+        return RecordFacts(**{**base.__dict__, "addressed_to": addressed})
+    return RecordFacts(kind=kind, origin=origin, addressed_to=addressed)
+
+
+def incident_subject_of(record: pb.Record) -> str | None:
+    """The subject id of the incident a statement or request belongs to."""
+    kind = kind_of(record)
+    if kind == "statement":
+        return record.statement.incident_subject or None
+    if kind == "joint_request":
+        return record.joint_request.incident_subject or None
+    return None
+
+
+def validate(record: pb.Record) -> None:
+    """Raise InvalidRecord naming the first field that is wrong."""
+    kind = kind_of(record)
+    if kind == "incident":
+        _validate_incident(record.incident)
+    elif kind == "statement":
+        _require(record.statement.text, "statement.text")
+        _require(record.statement.approved_by, "statement.approved_by")
+    elif kind == "joint_request":
+        request = record.joint_request
+        _require(request.incident_subject, "joint_request.incident_subject")
+        _require(request.ask, "joint_request.ask")
+        if not is_node_id(request.to_node):
+            raise InvalidRecord("joint_request.to_node", f"not a node id: {request.to_node!r}")
+        if not request.HasField("due_at"):
+            raise InvalidRecord("joint_request.due_at", "a deadline is required")
+    elif kind == "notice":
+        _require(record.notice.title, "notice.title")
+        for node in record.notice.to_nodes:
+            if not is_node_id(node):
+                raise InvalidRecord("notice.to_nodes", f"not a node id: {node!r}")
+    elif kind == "retraction":
+        _require(record.retraction.subject_id, "retraction.subject_id")
+
+
+def validate_ref(ref: str) -> None:
+    if not _REF.match(ref or ""):
+        raise InvalidRecord(
+            "ref", f"{ref!r} is not a reference (letters, digits, '.', '_', '-'; at most 64)"
+        )
+
+
+def _require(value: str, name: str) -> None:
+    if not value or not value.strip():
+        raise InvalidRecord(name, "is required and must not be blank")
+
+
+def _validate_incident(incident: pb.IncidentReport) -> None:
+    _require(incident.title, "incident.title")
+    if incident.category not in CATEGORY_CODES:
+        raise InvalidRecord("incident.category", f"unknown category number {incident.category}")
+    if incident.level not in LEVEL_LABELS:
+        raise InvalidRecord("incident.level", f"must be 1 to 4, got {incident.level}")
+    if incident.phase not in PHASE_CODES:
+        raise InvalidRecord("incident.phase", f"unknown phase number {incident.phase}")
+    for code in incident.regions:
+        if not _REGION_CODE.match(code):
+            raise InvalidRecord(
+                "incident.regions", f"{code!r} is not a six-digit administrative code"
+            )
+
+
+# --- the publisher's JSON shape (the sample file) ---------------------------
+
+
+def record_from_json(data: dict[str, Any], origin: str) -> tuple[str, pb.Record]:
+    """Turn one line of the sample file's shape into ``(ref, Record)``.
+
+    References to incidents (``incident_ref``) name the publisher's own
+    subjects and become subject ids of ``origin``. Raises InvalidRecord.
+    """
+    ref = data.get("ref")
+    if not isinstance(ref, str):
+        raise InvalidRecord("ref", "is required")
+    validate_ref(ref)
+    kind = data.get("kind", "incident")
+    builders = {
+        "incident": _incident_from_json,
+        "statement": _statement_from_json,
+        "joint_request": _request_from_json,
+        "notice": _notice_from_json,
+    }
+    if kind not in builders:
+        raise InvalidRecord("kind", f"unknown kind {kind!r}; one of {', '.join(builders)}")
+    record = builders[kind](data, origin)
+    validate(record)
+    return ref, record
+
+
+def _incident_from_json(data: dict[str, Any], origin: str) -> pb.Record:
+    category = data.get("category")
+    if category not in CATEGORIES:
+        raise InvalidRecord(
+            "category", f"unknown category {category!r}; one of {', '.join(CATEGORIES)}"
+        )
+    level = data.get("level")
+    if not isinstance(level, int) or isinstance(level, bool) or level not in LEVEL_LABELS:
+        raise InvalidRecord("level", f"must be a whole number 1 to 4, got {level!r}")
+    phase = data.get("phase", "emerging")
+    if phase not in PHASES:
+        raise InvalidRecord("phase", f"unknown phase {phase!r}; one of {', '.join(PHASES)}")
+    incident = pb.IncidentReport(
+        title=_text(data, "title"),
+        summary=_text(data, "summary", required=False),
+        category=CATEGORIES[category][0],
+        level=level,
+        phase=PHASES[phase][0],
+        regions=_strings(data, "regions"),
+        entities=_strings(data, "entities"),
+        keywords=_strings(data, "keywords"),
+        exercise=_bool(data, "exercise"),
+    )
+    for i, platform in enumerate(data.get("platforms") or []):
+        if not isinstance(platform, dict) or not isinstance(platform.get("name"), str):
+            raise InvalidRecord(f"platforms[{i}]", "needs a name")
+        heat = {}
+        for metric in ("views", "reposts", "comments"):
+            value = platform.get(metric, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidRecord(f"platforms[{i}].{metric}", "must be a whole number >= 0")
+            heat[metric] = value
+        incident.platforms.add(name=platform["name"], **heat)
+    if "first_seen" in data:
+        incident.first_seen.CopyFrom(timestamp(_datetime(data, "first_seen")))
+    return pb.Record(incident=incident)
+
+
+def _statement_from_json(data: dict[str, Any], origin: str) -> pb.Record:
+    statement = pb.ResponseStatement(
+        text=_text(data, "text"),
+        approved_by=_text(data, "approved_by"),
+    )
+    if data.get("incident_ref"):
+        statement.incident_subject = subject_id(origin, _text(data, "incident_ref"))
+    if data.get("supersedes"):
+        statement.supersedes = subject_id(origin, _text(data, "supersedes"))
+    return pb.Record(statement=statement)
+
+
+def _request_from_json(data: dict[str, Any], origin: str) -> pb.Record:
+    to_node = _text(data, "to")
+    if not is_node_id(to_node):
+        raise InvalidRecord("to", f"not a node id: {to_node!r}")
+    hours = data.get("due_within_hours")
+    if not isinstance(hours, int | float) or isinstance(hours, bool) or hours <= 0:
+        raise InvalidRecord("due_within_hours", f"must be a number of hours > 0, got {hours!r}")
+    due = datetime.now(UTC) + timedelta(hours=hours)
+    request = pb.JointHandlingRequest(
+        incident_subject=subject_id(origin, _text(data, "incident_ref")),
+        to_node=to_node,
+        ask=_text(data, "ask"),
+        due_at=timestamp(due),
+    )
+    return pb.Record(joint_request=request)
+
+
+def _notice_from_json(data: dict[str, Any], origin: str) -> pb.Record:
+    return pb.Record(
+        notice=pb.Notice(
+            title=_text(data, "title"),
+            body=_text(data, "body", required=False),
+            to_nodes=_strings(data, "to"),
+        )
+    )
+
+
+def _text(data: dict[str, Any], key: str, required: bool = True) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise InvalidRecord(key, "is required and must be text")
+    return value
+
+
+def _strings(data: dict[str, Any], key: str) -> list[str]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRecord(key, "must be a list of text")
+    return value
+
+
+def _bool(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidRecord(key, "must be true or false")
+    return value
+
+
+def _datetime(data: dict[str, Any], key: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(data[key])
+    except (TypeError, ValueError) as exc:
+        raise InvalidRecord(key, "must be an ISO 8601 time with offset") from exc
+    if value.tzinfo is None:
+        raise InvalidRecord(key, "needs a UTC offset, e.g. +08:00")
+    return value
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp

@@ -1,0 +1,1 @@
+"""Wire contract of the federation, generated from the .proto files beside this one."""
