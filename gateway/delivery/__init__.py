@@ -1,0 +1,1 @@
+"""Moving messages between nodes: the per-peer senders and the receiver."""

@@ -1,0 +1,221 @@
+"""A running node: its store, agreements, servers and per-peer senders.
+
+``Node.start()`` migrates the store, loads the agreements, binds the
+federation API (always mutual TLS) and the local API (plain on loopback,
+mutual TLS with this node's client certificates elsewhere), then starts one
+sender per peer. ``stop()`` refuses new calls, lets running ones finish within
+a grace period, and stops the senders; nothing acknowledged is in memory only,
+so a stop at any moment loses nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.delivery.fanout import Senders
+from gateway.delivery.receiver import Receiver
+from gateway.delivery.sender import PeerSender
+from gateway.identity import PeerIdentity, TlsFiles, identity_from_pem, secure_channel, server_credentials
+from gateway.policy import PolicyHolder
+from gateway.transport.auth import CallerAuthInterceptor
+from gateway.transport.federation_service import FederationService
+from guantong.v1 import federation_pb2, local_pb2
+from guantong.v1 import federation_pb2_grpc as fed_grpc
+from guantong.v1 import local_pb2_grpc as api_grpc
+from node.clock import Clock, SystemClock
+from node.config import NodeConfig
+from node.errors import ConfigError
+from node.local_api import LocalService, NewMessages
+from node.publishing import Publisher
+from node.storage import Store
+
+log = structlog.get_logger(__name__)
+
+SERVER_WORKERS = 16
+
+
+class Node:
+    def __init__(self, config: NodeConfig, clock: Clock | None = None):
+        self.config = config
+        self.node_id = config.node_id
+        self.clock = clock or SystemClock()
+        self.tls = TlsFiles(ca=config.tls.ca, cert=config.tls.cert, key=config.tls.key)
+        self.peer_addresses: dict[str, str] = {
+            peer: peer_config.address for peer, peer_config in config.peers.items()
+        }
+        self._addresses_lock = threading.Lock()
+        self.federation_port = 0
+        self.local_port = 0
+        self._stopped = threading.Event()
+        self.store: Store | None = None
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._check_own_certificate()
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.policies = PolicyHolder(self.config.policies)
+        self.store = Store(self.config.effective_database_url)
+        self.store.migrate()
+
+        self.signal = NewMessages()
+        self.senders = Senders(
+            [
+                PeerSender(
+                    peer,
+                    self.store,
+                    self.address_of,
+                    self._channel,
+                    self.config.delivery,
+                    self.clock,
+                )
+                for peer in sorted(self.peer_addresses)
+            ]
+        )
+        self.publisher = Publisher(
+            self.node_id,
+            self.store,
+            self.policies,
+            lambda: self.peer_addresses.keys(),
+            self.clock,
+            on_queued=self.senders.wake,
+        )
+        self.receiver = Receiver(
+            self.node_id, self.store, self.policies, self.clock, on_stored=self.signal.notify
+        )
+
+        self._federation_server = self._start_federation_server()
+        self._local_server = self._start_local_server()
+        self.senders.start()
+        log.info(
+            "node.started",
+            node=self.node_id,
+            federation_port=self.federation_port,
+            local_port=self.local_port,
+            peers=sorted(self.peer_addresses),
+            agreements=[a.id for a in self.policies.current.agreements],
+        )
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._health.enter_graceful_shutdown()
+        events = [self._local_server.stop(grace_s), self._federation_server.stop(grace_s)]
+        self.senders.stop()
+        for event in events:
+            event.wait(grace_s + 1)
+        self.store.close()
+        log.info("node.stopped", node=self.node_id)
+
+    def wait(self) -> None:
+        """Block until ``stop()`` is called (from a signal handler, say)."""
+        self._stopped.wait()
+
+    # --- peers --------------------------------------------------------------
+
+    def address_of(self, peer: str) -> str | None:
+        with self._addresses_lock:
+            return self.peer_addresses.get(peer)
+
+    def set_peer_address(self, peer: str, address: str) -> None:
+        """Point at a peer's new address (a peer restarted on port 0, say)."""
+        with self._addresses_lock:
+            if peer not in self.peer_addresses:
+                raise KeyError(f"{peer} is not a configured peer of {self.node_id}")
+            self.peer_addresses[peer] = address
+        self.senders.wake([peer])
+
+    def reload_policies(self) -> bool:
+        """Reload agreement files; the last good set stays on failure."""
+        return self.policies.reload().ok
+
+    @property
+    def local_address(self) -> str:
+        host = self.config.local_api.listen.rpartition(":")[0]
+        return f"{host}:{self.local_port}"
+
+    @property
+    def federation_address(self) -> str:
+        host = self.config.federation.listen.rpartition(":")[0]
+        return f"{host}:{self.federation_port}"
+
+    # --- servers ------------------------------------------------------------
+
+    def _start_federation_server(self) -> grpc.Server:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(SERVER_WORKERS, thread_name_prefix=f"fed-{self.node_id}"),
+            interceptors=[CallerAuthInterceptor(self._accept_peer)],
+        )
+        fed_grpc.add_FederationServicer_to_server(FederationService(self.receiver), server)
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self._add_reflection(server, federation_pb2.DESCRIPTOR.services_by_name["Federation"])
+        self.federation_port = server.add_secure_port(
+            self.config.federation.listen, server_credentials(self.tls, require_client_auth=True)
+        )
+        if not self.federation_port:
+            raise ConfigError([f"federation.listen: cannot bind {self.config.federation.listen}"])
+        server.start()
+        self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        return server
+
+    def _start_local_server(self) -> grpc.Server:
+        listen = self.config.local_api
+        interceptors = [] if listen.is_loopback else [CallerAuthInterceptor(self._accept_client)]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(SERVER_WORKERS, thread_name_prefix=f"local-{self.node_id}"),
+            interceptors=interceptors,
+        )
+        api_grpc.add_LocalServicer_to_server(
+            LocalService(self.node_id, self.store, self.publisher, self.signal), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self._add_reflection(server, local_pb2.DESCRIPTOR.services_by_name["Local"])
+        if listen.is_loopback:
+            self.local_port = server.add_insecure_port(listen.listen)
+        else:
+            self.local_port = server.add_secure_port(
+                listen.listen, server_credentials(self.tls, require_client_auth=True)
+            )
+        if not self.local_port:
+            raise ConfigError([f"local_api.listen: cannot bind {listen.listen}"])
+        server.start()
+        return server
+
+    @staticmethod
+    def _add_reflection(server: grpc.Server, service) -> None:  # type: ignore[no-untyped-def]
+        reflection.enable_server_reflection(
+            (service.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+
+    # --- identity -----------------------------------------------------------
+
+    def _accept_peer(self, identity: PeerIdentity) -> str | None:
+        if not identity.is_node:
+            return "a client certificate cannot call the federation API; a node certificate is needed"
+        if identity.node_id not in self.peer_addresses:
+            return f"{identity.node_id} is not a peer of {self.node_id}"
+        return None
+
+    def _accept_client(self, identity: PeerIdentity) -> str | None:
+        if identity.is_node or identity.node_id != self.node_id:
+            return f"only client certificates issued for {self.node_id}'s own clients may use its local API"
+        return None
+
+    def _check_own_certificate(self) -> None:
+        pem = self.tls.read().cert
+        identity = identity_from_pem(pem)
+        if identity.node_id != self.node_id or not identity.is_node:
+            raise ConfigError(
+                [f"tls.cert: {self.config.tls.cert} names {identity}, not node {self.node_id}"]
+            )
+
+    def _channel(self, address: str, peer: str) -> grpc.Channel:
+        return secure_channel(address, self.tls, expected_node_id=peer)

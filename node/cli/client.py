@@ -1,0 +1,257 @@
+"""Commands that talk to a running node's local API: publish, inbox, watch,
+delivery, status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from gateway.identity import TlsFiles, secure_channel
+from guantong.v1 import local_pb2 as api
+from guantong.v1 import local_pb2_grpc as api_grpc
+from node.errors import GuantongError, InvalidRecord
+from node.records import (
+    CATEGORY_CODES,
+    CATEGORIES,
+    KIND_NAMES,
+    LEVEL_LABELS,
+    PHASE_CODES,
+    PHASES,
+    kind_of,
+    record_from_json,
+)
+
+DEFAULT_ADDRESS = "127.0.0.1:7201"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--node-address",
+        default=DEFAULT_ADDRESS,
+        help=f"the node's local API, host:port (default {DEFAULT_ADDRESS})",
+    )
+    common.add_argument(
+        "--certs",
+        type=Path,
+        help="certificate folder; with --node and --client, use mutual TLS (needed off loopback)",
+    )
+    common.add_argument("--node", help="the node id whose client certificate to use")
+    common.add_argument("--client", help="the client name of that certificate")
+
+    publish = commands.add_parser(
+        "publish",
+        parents=[common],
+        help="publish a record through the node",
+        description=(
+            "Publish a record. Give a JSON file with one record in the shape of "
+            "examples/incidents-2025.jsonl (a .jsonl file with --ref picks one line), "
+            "or the flags for an incident."
+        ),
+    )
+    publish.add_argument("--file", type=Path, help="a .json record, or a .jsonl with --ref")
+    publish.add_argument("--ref", help="the publisher's reference")
+    publish.add_argument("--origin", help="this node's id (defaults to the file's 'node')")
+    publish.add_argument("--title")
+    publish.add_argument("--summary", default="")
+    publish.add_argument("--category", choices=sorted(CATEGORIES))
+    publish.add_argument("--level", type=int, choices=sorted(LEVEL_LABELS))
+    publish.add_argument("--phase", choices=sorted(PHASES), default="emerging")
+    publish.add_argument("--region", action="append", default=[], dest="regions")
+    publish.add_argument("--exercise", action="store_true", help="mark as a drill")
+    publish.add_argument("--author-unit", default="")
+    publish.set_defaults(handler=_publish)
+
+    inbox = commands.add_parser(
+        "inbox", parents=[common], help="list what this node has received"
+    )
+    inbox.add_argument("--after", type=int, default=0, help="log position to start after")
+    inbox.add_argument("--limit", type=int, default=100)
+    inbox.add_argument("--json", action="store_true", help="one JSON object per message")
+    inbox.set_defaults(handler=_inbox)
+
+    watch = commands.add_parser(
+        "watch", parents=[common], help="stream what this node receives, as it arrives"
+    )
+    watch.add_argument("--after", type=int, default=0, help="log position to start after")
+    watch.add_argument("--json", action="store_true", help="one JSON object per message")
+    watch.set_defaults(handler=_watch)
+
+    delivery = commands.add_parser(
+        "delivery",
+        parents=[common],
+        help="where one of this node's records went, and why not elsewhere",
+    )
+    delivery.add_argument("ref")
+    delivery.set_defaults(handler=_delivery)
+
+    status = commands.add_parser(
+        "status", parents=[common], help="counts and per-peer delivery state"
+    )
+    status.set_defaults(handler=_status)
+
+
+def connect(args: argparse.Namespace) -> api_grpc.LocalStub:
+    if args.certs:
+        if not (args.node and args.client):
+            raise GuantongError("--certs needs --node and --client to pick the certificate")
+        files = TlsFiles.for_client(args.certs, args.node, args.client)
+        channel = secure_channel(args.node_address, files, expected_node_id=args.node)
+    else:
+        channel = grpc.insecure_channel(args.node_address)
+    return api_grpc.LocalStub(channel)
+
+
+def _call(function, request, **kwargs):  # type: ignore[no-untyped-def]
+    try:
+        return function(request, **kwargs)
+    except grpc.RpcError as error:
+        raise GuantongError(f"{error.code().name}: {error.details()}") from error
+
+
+def _publish(args: argparse.Namespace) -> int:
+    ref, record, origin = _record_from_args(args)
+    stub = connect(args)
+    response = _call(
+        stub.Publish,
+        api.PublishRequest(ref=ref, author_unit=args.author_unit, record=record),
+        timeout=30,
+    )
+    print(f"published {response.subject_id} version {response.subject_version} "
+          f"(message {response.message_id})")
+    print_destinations(response.destinations)
+    return 0
+
+
+def _record_from_args(args: argparse.Namespace) -> tuple[str, Any, str]:
+    if args.file:
+        data = _read_record_file(args.file, args.ref)
+    else:
+        if not (args.ref and args.title and args.category and args.level):
+            raise GuantongError("give --file, or --ref, --title, --category and --level")
+        data = {
+            "ref": args.ref,
+            "kind": "incident",
+            "title": args.title,
+            "summary": args.summary,
+            "category": args.category,
+            "level": args.level,
+            "phase": args.phase,
+            "regions": args.regions,
+            "exercise": args.exercise,
+        }
+    origin = args.origin or data.get("node") or args.node
+    if not origin:
+        raise GuantongError("say which node publishes: --origin, or 'node' in the file")
+    try:
+        ref, record = record_from_json(data, origin)
+    except InvalidRecord as exc:
+        raise GuantongError(f"{args.file or 'record'}: {exc}") from exc
+    return ref, record, origin
+
+
+def _read_record_file(path: Path, ref: str | None) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GuantongError(f"{path}: cannot read: {exc.strerror}") from exc
+    lines = [line for line in text.splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines if path.suffix == ".jsonl" else [text], start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise GuantongError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
+    if path.suffix != ".jsonl":
+        return records[0]
+    matches = [r for r in records if r.get("ref") == ref]
+    if not matches:
+        raise GuantongError(f"{path}: no record with ref {ref!r} (give --ref)")
+    return matches[0]
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    response = _call(
+        connect(args).Inbox, api.InboxRequest(after_seq=args.after, limit=args.limit), timeout=30
+    )
+    for message in response.messages:
+        print_message(message, args.json)
+    if not args.json:
+        print(f"{len(response.messages)} message(s)")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    stream = connect(args).Watch(api.InboxRequest(after_seq=args.after))
+    try:
+        for message in stream:
+            print_message(message, args.json)
+            sys.stdout.flush()
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.CANCELLED:
+            raise GuantongError(f"{error.code().name}: {error.details()}") from error
+    except KeyboardInterrupt:
+        stream.cancel()
+    return 0
+
+
+def _delivery(args: argparse.Namespace) -> int:
+    response = _call(connect(args).Delivery, api.DeliveryRequest(ref=args.ref), timeout=30)
+    print(f"{response.subject_id} version {response.subject_version}")
+    print_destinations(response.destinations)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    response = _call(connect(args).Status, api.StatusRequest(), timeout=30)
+    print(f"node {response.node}: published {response.published}, "
+          f"received {response.received}, refused {response.refused}")
+    for peer in response.peers:
+        line = (f"  {peer.node}: pending {peer.pending}, delivered {peer.delivered}, "
+                f"dead letters {peer.dead_letters}")
+        if peer.failed_attempts:
+            line += f", backing off after {peer.failed_attempts} failure(s): {peer.last_error}"
+        print(line)
+    return 0
+
+
+def print_destinations(destinations) -> None:  # type: ignore[no-untyped-def]
+    for d in destinations:
+        if d.allowed:
+            withheld = f", withheld: {', '.join(d.withheld_fields)}" if d.withheld_fields else ""
+            state = d.delivery_state or d.rule
+            print(f"  -> {d.node}: {state} under {d.agreement_id} v{d.agreement_version}"
+                  f" ({d.rule}){withheld}")
+        else:
+            print(f"  x  {d.node}: kept back by {d.rule}: {d.reason}")
+
+
+def print_message(message: api.StoredMessage, as_json: bool) -> None:
+    envelope = message.envelope
+    if as_json:
+        print(json.dumps({
+            "seq": message.seq,
+            "received_from": message.received_from,
+            "envelope": json_format.MessageToDict(envelope, preserving_proto_field_name=True,
+                                                  always_print_fields_with_no_presence=False)
+            | {"payload": None},
+            "record": json_format.MessageToDict(message.record, preserving_proto_field_name=True),
+        }, ensure_ascii=False))
+        return
+    drill = " [演练 exercise]" if envelope.exercise else ""
+    print(f"#{message.seq} from {message.received_from}: {KIND_NAMES[envelope.kind]} "
+          f"{envelope.ref} v{envelope.subject_version} ({envelope.origin_node}){drill}")
+    record = message.record
+    if kind_of(record) == "incident":
+        incident = record.incident
+        print(f"    {incident.title}")
+        print(f"    {CATEGORIES[CATEGORY_CODES[incident.category]][1]} · "
+              f"{LEVEL_LABELS[incident.level]} · {PHASES[PHASE_CODES[incident.phase]][1]}")
+    if envelope.withheld_fields:
+        print(f"    withheld under {envelope.agreement_id}: {', '.join(envelope.withheld_fields)}")

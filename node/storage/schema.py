@@ -1,0 +1,134 @@
+"""The node's tables (SQLAlchemy Core). Migrations in ``migrations/`` create them.
+
+- ``log``: every record this node published or received, append-only. Rows
+  with ``received_from`` NULL were published here.
+- ``decisions``: for each published record, what the agreements said for every
+  known node, stored in the same transaction as the record.
+- ``outbox``: one row per record and peer that may receive it, holding the
+  envelope exactly as that peer gets it (fields withheld for that hop).
+- ``peer_state``: the per-peer backoff, so a restart resumes it.
+- ``refusals``: messages a peer sent that we refused, for the audit trail.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way in and out, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only autoincrements INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+NodeId = String(16)
+Stamp = UtcDateTime()
+
+metadata = MetaData()
+
+log = Table(
+    "log",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("origin", NodeId, nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("subject_id", String(96), nullable=False),
+    Column("subject_version", Integer, nullable=False),
+    Column("ref", String(64), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    Column("received_from", NodeId, nullable=True),
+    Column("stored_at", Stamp, nullable=False),
+    UniqueConstraint("origin", "message_id", name="uq_log_origin_message"),
+    UniqueConstraint("subject_id", "subject_version", name="uq_log_subject_version"),
+    Index("ix_log_received", "received_from", "seq"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("log_seq", Id, ForeignKey("log.seq"), nullable=False),
+    Column("receiver", NodeId, nullable=False),
+    Column("allowed", Boolean, nullable=False),
+    Column("agreement_id", String(64), nullable=True),
+    Column("agreement_version", Integer, nullable=True),
+    Column("rule", String(160), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("withheld_fields", Text, nullable=False, default=""),
+    UniqueConstraint("log_seq", "receiver", name="uq_decisions_record_receiver"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("peer", NodeId, nullable=False),
+    Column("log_seq", Id, ForeignKey("log.seq"), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Stamp, nullable=False),
+    Column("settled_at", Stamp, nullable=True),
+    Column("outcome", Text, nullable=True),
+    Index("ix_outbox_peer_state", "peer", "state", "id"),
+)
+
+peer_state = Table(
+    "peer_state",
+    metadata,
+    Column("peer", NodeId, primary_key=True),
+    Column("failed_attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Stamp, nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
+refusals = Table(
+    "refusals",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Stamp, nullable=False),
+    Column("sender", NodeId, nullable=False),
+    Column("origin", NodeId, nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+# Outbox states.
+PENDING = "PENDING"
+DELIVERED = "DELIVERED"
+DEAD_LETTER = "DEAD_LETTER"

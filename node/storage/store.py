@@ -1,0 +1,404 @@
+"""The node's store: one append-only log, the outbox beside it, one writer.
+
+Every write is one transaction that takes the store's write lock, so SQLite
+never sees two writers and a publish, its decisions and its outbox rows commit
+together or not at all. SQLite runs in WAL mode with ``synchronous=FULL``:
+nothing is acknowledged to a client or a peer before it is on disk.
+PostgreSQL is used when the configuration gives its URL; the SQL here is the
+portable subset both accept.
+
+Functions whose names end in ``_txn`` run inside a transaction the caller
+holds. Rows never leave this module: callers get the plain objects in
+``node.storage.types``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from importlib import resources
+
+import structlog
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from node.storage import schema as t
+from node.storage.types import (
+    DecisionRow,
+    LogEntry,
+    NewEntry,
+    OutboxItem,
+    PeerBackoff,
+    PeerCounts,
+    ReceiveOutcome,
+    Refusal,
+)
+
+log = structlog.get_logger(__name__)
+
+
+def content_digest(envelope_payload: bytes, kind: str, subject_id: str, version: int) -> str:
+    """What makes two copies of one message the same message."""
+    digest = hashlib.sha256()
+    for part in (kind.encode(), subject_id.encode(), str(version).encode(), envelope_payload):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+class Store:
+    """A node's database. Thread-safe; one instance per node process."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine: Engine = _create_engine(url)
+        self._write_lock = threading.Lock()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration."""
+        config = AlembicConfig()
+        config.set_main_option(
+            "script_location", str(resources.files("node.storage") / "migrations")
+        )
+        with self._write_lock, self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction; commits on exit, rolls back on error."""
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            yield connection
+
+    # --- publishing ---------------------------------------------------------
+
+    def append_published(
+        self,
+        entry: NewEntry,
+        decisions: Sequence[DecisionRow],
+        outbox: Sequence[tuple[str, bytes]],
+        now: datetime,
+    ) -> int:
+        """Store a record published here, its decisions and outbox rows; one txn."""
+        with self.write() as connection:
+            seq = self._append_txn(connection, entry, None, now)
+            if decisions:
+                connection.execute(
+                    insert(t.decisions),
+                    [
+                        {
+                            "log_seq": seq,
+                            "receiver": d.receiver,
+                            "allowed": d.allowed,
+                            "agreement_id": d.agreement_id,
+                            "agreement_version": d.agreement_version,
+                            "rule": d.rule[:160],
+                            "reason": d.reason,
+                            "withheld_fields": ",".join(d.withheld_fields),
+                        }
+                        for d in decisions
+                    ],
+                )
+            if outbox:
+                connection.execute(
+                    insert(t.outbox),
+                    [
+                        {
+                            "peer": peer,
+                            "log_seq": seq,
+                            "envelope": envelope,
+                            "state": t.PENDING,
+                            "created_at": now,
+                        }
+                        for peer, envelope in outbox
+                    ],
+                )
+        return seq
+
+    def _append_txn(
+        self, connection: Connection, entry: NewEntry, received_from: str | None, now: datetime
+    ) -> int:
+        result = connection.execute(
+            insert(t.log).values(
+                origin=entry.origin,
+                message_id=entry.message_id,
+                kind=entry.kind,
+                subject_id=entry.subject_id,
+                subject_version=entry.subject_version,
+                ref=entry.ref,
+                envelope=entry.envelope,
+                content_sha256=entry.content_sha256,
+                received_from=received_from,
+                stored_at=now,
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+    # --- receiving ----------------------------------------------------------
+
+    def append_received(self, entries: Sequence[NewEntry], sender: str, now: datetime) -> list[ReceiveOutcome]:
+        """Store received messages in one transaction, keyed on (origin, id).
+
+        A message already held with the same content is a duplicate (no-op);
+        with different content it is a conflict and is not stored.
+        """
+        outcomes: list[ReceiveOutcome] = []
+        with self.write() as connection:
+            for entry in entries:
+                held = connection.execute(
+                    select(t.log.c.content_sha256).where(
+                        t.log.c.origin == entry.origin, t.log.c.message_id == entry.message_id
+                    )
+                ).scalar_one_or_none()
+                if held is None and self._version_held_txn(connection, entry):
+                    outcomes.append(ReceiveOutcome.CONFLICT)
+                elif held is None:
+                    self._append_txn(connection, entry, sender, now)
+                    outcomes.append(ReceiveOutcome.ACCEPTED)
+                elif held == entry.content_sha256:
+                    outcomes.append(ReceiveOutcome.DUPLICATE)
+                else:
+                    outcomes.append(ReceiveOutcome.CONFLICT)
+        return outcomes
+
+    def _version_held_txn(self, connection: Connection, entry: NewEntry) -> bool:
+        return (
+            connection.execute(
+                select(t.log.c.seq).where(
+                    t.log.c.subject_id == entry.subject_id,
+                    t.log.c.subject_version == entry.subject_version,
+                )
+            ).first()
+            is not None
+        )
+
+    def record_refusals(self, refusals: Sequence[Refusal]) -> None:
+        if not refusals:
+            return
+        with self.write() as connection:
+            connection.execute(
+                insert(t.refusals),
+                [
+                    {
+                        "at": r.at,
+                        "sender": r.sender,
+                        "origin": r.origin,
+                        "message_id": r.message_id,
+                        "kind": r.kind,
+                        "outcome": r.outcome,
+                        "reason": r.reason,
+                    }
+                    for r in refusals
+                ],
+            )
+
+    def refusals(self, limit: int = 100) -> list[Refusal]:
+        with self.read() as connection:
+            rows = connection.execute(
+                select(t.refusals).order_by(t.refusals.c.id.desc()).limit(limit)
+            ).all()
+        return [
+            Refusal(
+                at=r.at,
+                sender=r.sender,
+                origin=r.origin,
+                message_id=r.message_id,
+                kind=r.kind,
+                outcome=r.outcome,
+                reason=r.reason,
+            )
+            for r in rows
+        ]
+
+    # --- reading the log ----------------------------------------------------
+
+    def received(self, after_seq: int, limit: int) -> list[LogEntry]:
+        """Messages received from peers, in log order, after ``after_seq``."""
+        query = (
+            select(t.log)
+            .where(t.log.c.received_from.is_not(None), t.log.c.seq > after_seq)
+            .order_by(t.log.c.seq)
+            .limit(limit)
+        )
+        with self.read() as connection:
+            return [_entry(row) for row in connection.execute(query)]
+
+    def latest(self, subject_id: str) -> LogEntry | None:
+        """The newest version of a subject held here."""
+        query = (
+            select(t.log)
+            .where(t.log.c.subject_id == subject_id)
+            .order_by(t.log.c.subject_version.desc(), t.log.c.seq.desc())
+            .limit(1)
+        )
+        with self.read() as connection:
+            row = connection.execute(query).first()
+        return _entry(row) if row else None
+
+    def latest_version(self, subject_id: str) -> int:
+        with self.read() as connection:
+            value = connection.execute(
+                select(func.max(t.log.c.subject_version)).where(t.log.c.subject_id == subject_id)
+            ).scalar()
+        return int(value or 0)
+
+    def decisions_for(self, seq: int) -> list[DecisionRow]:
+        query = (
+            select(t.decisions, t.outbox.c.state)
+            .select_from(
+                t.decisions.outerjoin(
+                    t.outbox,
+                    (t.outbox.c.log_seq == t.decisions.c.log_seq)
+                    & (t.outbox.c.peer == t.decisions.c.receiver),
+                )
+            )
+            .where(t.decisions.c.log_seq == seq)
+            .order_by(t.decisions.c.receiver)
+        )
+        with self.read() as connection:
+            return [
+                DecisionRow(
+                    receiver=r.receiver,
+                    allowed=r.allowed,
+                    agreement_id=r.agreement_id,
+                    agreement_version=r.agreement_version,
+                    rule=r.rule,
+                    reason=r.reason,
+                    withheld_fields=tuple(f for f in r.withheld_fields.split(",") if f),
+                    delivery_state=r.state,
+                )
+                for r in connection.execute(query)
+            ]
+
+    # --- the outbox ---------------------------------------------------------
+
+    def pending_for(self, peer: str, limit: int) -> list[OutboxItem]:
+        """The oldest undelivered messages for ``peer``, in order."""
+        query = (
+            select(t.outbox.c.id, t.outbox.c.envelope)
+            .where(t.outbox.c.peer == peer, t.outbox.c.state == t.PENDING)
+            .order_by(t.outbox.c.id)
+            .limit(limit)
+        )
+        with self.read() as connection:
+            return [OutboxItem(id=r.id, envelope=r.envelope) for r in connection.execute(query)]
+
+    def settle(self, peer: str, settled: Sequence[tuple[int, str, str]], now: datetime) -> None:
+        """Mark outbox rows (id, state, outcome) and end the peer's backoff; one txn."""
+        with self.write() as connection:
+            for outbox_id, state, outcome in settled:
+                connection.execute(
+                    update(t.outbox)
+                    .where(t.outbox.c.id == outbox_id, t.outbox.c.peer == peer)
+                    .values(state=state, settled_at=now, outcome=outcome)
+                )
+            self._save_backoff_txn(connection, PeerBackoff(peer, 0, None, None))
+
+    def backoff(self, peer: str) -> PeerBackoff:
+        with self.read() as connection:
+            row = connection.execute(
+                select(t.peer_state).where(t.peer_state.c.peer == peer)
+            ).first()
+        if row is None:
+            return PeerBackoff(peer, 0, None, None)
+        return PeerBackoff(peer, row.failed_attempts, row.next_attempt_at, row.last_error)
+
+    def save_backoff(self, backoff: PeerBackoff) -> None:
+        with self.write() as connection:
+            self._save_backoff_txn(connection, backoff)
+
+    def _save_backoff_txn(self, connection: Connection, backoff: PeerBackoff) -> None:
+        values = {
+            "failed_attempts": backoff.failed_attempts,
+            "next_attempt_at": backoff.next_attempt_at,
+            "last_error": backoff.last_error,
+        }
+        changed = connection.execute(
+            update(t.peer_state).where(t.peer_state.c.peer == backoff.peer).values(**values)
+        ).rowcount
+        if not changed:
+            try:
+                with connection.begin_nested():
+                    connection.execute(insert(t.peer_state).values(peer=backoff.peer, **values))
+            except IntegrityError:
+                connection.execute(
+                    update(t.peer_state).where(t.peer_state.c.peer == backoff.peer).values(**values)
+                )
+
+    # --- status -------------------------------------------------------------
+
+    def peer_counts(self) -> list[PeerCounts]:
+        query = select(t.outbox.c.peer, t.outbox.c.state, func.count()).group_by(
+            t.outbox.c.peer, t.outbox.c.state
+        )
+        counts: dict[str, dict[str, int]] = {}
+        with self.read() as connection:
+            for peer, state, number in connection.execute(query):
+                counts.setdefault(peer, {})[state] = int(number)
+        return [
+            PeerCounts(
+                peer=peer,
+                pending=by_state.get(t.PENDING, 0),
+                delivered=by_state.get(t.DELIVERED, 0),
+                dead_letters=by_state.get(t.DEAD_LETTER, 0),
+            )
+            for peer, by_state in sorted(counts.items())
+        ]
+
+    def log_counts(self) -> tuple[int, int, int]:
+        """(published here, received from peers, refused)."""
+        with self.read() as connection:
+            published = connection.execute(
+                select(func.count()).select_from(t.log).where(t.log.c.received_from.is_(None))
+            ).scalar_one()
+            received = connection.execute(
+                select(func.count()).select_from(t.log).where(t.log.c.received_from.is_not(None))
+            ).scalar_one()
+            refused = connection.execute(select(func.count()).select_from(t.refusals)).scalar_one()
+        return int(published), int(received), int(refused)
+
+
+def _entry(row) -> LogEntry:  # type: ignore[no-untyped-def]
+    return LogEntry(
+        seq=row.seq,
+        origin=row.origin,
+        message_id=row.message_id,
+        kind=row.kind,
+        subject_id=row.subject_id,
+        subject_version=row.subject_version,
+        ref=row.ref,
+        envelope=row.envelope,
+        received_from=row.received_from,
+        stored_at=row.stored_at,
+    )
+
+
+def _create_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine

@@ -1,0 +1,89 @@
+"""Plain typed objects the store hands out; ORM rows stay in the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """A message about to be appended to the log."""
+
+    origin: str
+    message_id: str
+    kind: str
+    subject_id: str
+    subject_version: int
+    ref: str
+    envelope: bytes
+    content_sha256: str
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    seq: int
+    origin: str
+    message_id: str
+    kind: str
+    subject_id: str
+    subject_version: int
+    ref: str
+    envelope: bytes
+    received_from: str | None
+    stored_at: datetime
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    """What the agreements said about one record for one receiver."""
+
+    receiver: str
+    allowed: bool
+    agreement_id: str | None
+    agreement_version: int | None
+    rule: str
+    reason: str
+    withheld_fields: tuple[str, ...] = ()
+    # PENDING, DELIVERED, DEAD_LETTER; None when nothing was queued.
+    delivery_state: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class PeerBackoff:
+    peer: str
+    failed_attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class PeerCounts:
+    peer: str
+    pending: int
+    delivered: int
+    dead_letters: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    at: datetime
+    sender: str
+    origin: str
+    message_id: str
+    kind: str
+    outcome: str
+    reason: str
+
+
+class ReceiveOutcome(Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
