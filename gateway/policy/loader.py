@@ -105,7 +105,9 @@ def check_policies(paths: Path | Sequence[Path]) -> PolicyCheck:
     """Read and validate everything; collect errors and warnings, never raise."""
     check = PolicyCheck()
     federation_path, agreement_paths = _policy_files(paths, check)
-    nodes = _read_federation(federation_path, check) if federation_path else {}
+    # None when the node list could not be read: node ids are then not
+    # checked, rather than every one of them reported as unknown.
+    nodes = _read_federation(federation_path, check) if federation_path else None
 
     loaded: list[tuple[Agreement, YamlDocument]] = []
     for path in agreement_paths:
@@ -120,7 +122,7 @@ def check_policies(paths: Path | Sequence[Path]) -> PolicyCheck:
     check.warnings.extend(_overlap_warnings(loaded))
     if not check.errors:
         agreements = tuple(sorted((a for a, _ in loaded), key=lambda a: a.id))
-        check.policy_set = PolicySet(agreements, nodes, tuple(check.warnings))
+        check.policy_set = PolicySet(agreements, nodes or {}, tuple(check.warnings))
     return check
 
 
@@ -163,14 +165,14 @@ def _read_yaml(path: Path, check: PolicyCheck) -> YamlDocument | None:
         return None
 
 
-def _read_federation(path: Path, check: PolicyCheck) -> dict[str, NodeInfo]:
+def _read_federation(path: Path, check: PolicyCheck) -> dict[str, NodeInfo] | None:
     document = _read_yaml(path, check)
     if document is None:
-        return {}
+        return None
     data = document.data
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
         check.errors.append(document.problem(["nodes"], "must be a list of nodes"))
-        return {}
+        return None
 
     nodes: dict[str, NodeInfo] = {}
     for i, entry in enumerate(data["nodes"]):
@@ -223,7 +225,10 @@ class _AgreementReader:
     """Turns one agreement file into an Agreement, noting every problem."""
 
     def __init__(
-        self, document: YamlDocument, nodes: Mapping[str, NodeInfo], check: PolicyCheck
+        self,
+        document: YamlDocument,
+        nodes: Mapping[str, NodeInfo] | None,
+        check: PolicyCheck,
     ):
         self.document = document
         self.nodes = nodes
@@ -364,8 +369,9 @@ class _AgreementReader:
         return frozenset(found)
 
     def known_node(self, item: Any, keys: KeyPath, check_member: bool) -> bool:
-        if not isinstance(item, str) or item not in self.nodes:
-            known = ", ".join(self.nodes) or "none loaded"
+        unknown = self.nodes is not None and item not in self.nodes
+        if not isinstance(item, str) or unknown:
+            known = ", ".join(self.nodes or ()) or "none"
             hint = " or the word 'members'" if check_member else ""
             self.error(keys, f"{item!r} is not a known node ({known}){hint}")
             return False
