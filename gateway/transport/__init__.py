@@ -1,0 +1,1 @@
+"""The gRPC transport between nodes and to local clients."""
