@@ -262,6 +262,7 @@ class _AgreementReader:
         onward = self.boolean(data, [], "onward_sharing", default=False)
         flows = self.flows(data.get("flows"))
         withhold = self.withhold_rules(data.get("withhold"))
+        self.check_heat_is_visible(flows, withhold)
 
         if len(self.check.errors) > self.errors_before:
             return None
@@ -532,6 +533,30 @@ class _AgreementReader:
         if "to" in entry:
             receivers = self.node_list(entry["to"], [*keys, "to"])
         return WithholdRule(fields, below_level, receivers)
+
+    def check_heat_is_visible(
+        self, flows: Sequence[Flow], withhold: Sequence[WithholdRule]
+    ) -> None:
+        """Heat conditions need the heat figures at the receiver.
+
+        The receiver checks a flow's heat condition again from the record it
+        gets; with ``incident.platforms`` withheld it would see no heat and
+        refuse what the sender was allowed to send.
+        """
+        for flow in flows:
+            if not flow.has_heat_condition:
+                continue
+            for index, rule in enumerate(withhold):
+                towards = (
+                    rule.receivers if rule.receivers is not None else flow.receivers
+                )
+                if "incident.platforms" in rule.fields and towards & flow.receivers:
+                    self.error(
+                        ["withhold", index, "fields"],
+                        "incident.platforms cannot be withheld where flow "
+                        f"'{flow.name}' has a heat condition: receivers check heat "
+                        "from those figures and would refuse the record",
+                    )
 
     def field_names(self, value: Any, keys: list) -> tuple[str, ...]:
         if not isinstance(value, list) or not value:

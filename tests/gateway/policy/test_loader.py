@@ -134,6 +134,15 @@ def _replace(old: str, new: str) -> str:
             id="bad date",
         ),
         pytest.param(
+            _replace("    levels: [1, 2, 3]\n", "    min_views: 1000\n").replace(
+                "[incident.entities]", "[incident.platforms]"
+            ),
+            14,
+            "withhold[0].fields",
+            "incident.platforms cannot be withheld where flow 'incidents' has a heat",
+            id="heat figures withheld where heat decides",
+        ),
+        pytest.param(
             _replace("    kinds: [incident, statement]\n", ""),
             7,
             "flows[0].kinds",
