@@ -332,13 +332,14 @@ def _allow(
     reason = f"allowed by {agreement.label} flow '{flow.name}'"
     if fields:
         reason += f", withholding {', '.join(fields)}"
-    others = [item for item in allowed if item[0] is not agreement]
-    for other, other_flow in others:
-        count = len(withheld(other))
-        reason += (
-            f"; {other.label} flow '{other_flow.name}' also allows it "
-            f"withholding {count} field(s), and the stricter agreement applies"
-        )
+    for other, other_flow in allowed:
+        if other is agreement:
+            continue
+        also = f"; {other.label} flow '{other_flow.name}' also allows it"
+        if strictness((other, other_flow)) < strictness((agreement, flow)):
+            reason += f"{also} but is less strict: the stricter agreement applies"
+        else:
+            reason += f"{also}, equally strict: the first by id applies"
     return Decision(
         receiver=receiver,
         allowed=True,

@@ -329,7 +329,19 @@ def test_stricter_agreement_wins_and_says_so(write_policies: WritePolicies) -> N
     assert decision.withheld_fields == ("incident.entities", "incident.platforms")
     assert decision.no_further_sharing
     assert "a-open v1 flow 'everything' also allows it" in decision.reason
-    assert "stricter agreement applies" in decision.reason
+    assert "is less strict: the stricter agreement applies" in decision.reason
+
+
+def test_equally_strict_agreements_pick_the_first_by_id(
+    write_policies: WritePolicies,
+) -> None:
+    twin = STRICT_PAIR.replace("id: b-strict", "id: a-twin")
+    policy_set = load_policies(write_policies(b_strict=STRICT_PAIR, a_twin=twin))
+    decision = policy_set.decide(facts("CN-HB", kind="incident"), "CN-HB", "CN-HN", NOW)
+    assert decision.agreement_id == "a-twin"
+    assert (
+        "b-strict v4 flow 'incidents' also allows it, equally strict" in decision.reason
+    )
 
 
 def test_onward_sharing_is_carried_into_the_decision(
