@@ -21,7 +21,14 @@ from grpc_reflection.v1alpha import reflection
 from gateway.delivery.fanout import Senders
 from gateway.delivery.receiver import Receiver
 from gateway.delivery.sender import PeerSender
-from gateway.identity import PeerIdentity, TlsFiles, identity_from_pem, secure_channel, server_credentials
+from gateway.identity import (
+    PeerIdentity,
+    TlsFiles,
+    identity_from_pem,
+    secure_channel,
+    server_credentials,
+)
+from gateway.identity.tls import SERVER_KEEPALIVE_OPTIONS
 from gateway.policy import PolicyHolder
 from gateway.transport.auth import CallerAuthInterceptor
 from gateway.transport.federation_service import FederationService
@@ -114,6 +121,10 @@ class Node:
         self.store.close()
         log.info("node.stopped", node=self.node_id)
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
     def wait(self) -> None:
         """Block until ``stop()`` is called (from a signal handler, say)."""
         self._stopped.wait()
@@ -152,6 +163,7 @@ class Node:
         server = grpc.server(
             futures.ThreadPoolExecutor(SERVER_WORKERS, thread_name_prefix=f"fed-{self.node_id}"),
             interceptors=[CallerAuthInterceptor(self._accept_peer)],
+            options=SERVER_KEEPALIVE_OPTIONS,
         )
         fed_grpc.add_FederationServicer_to_server(FederationService(self.receiver), server)
         self._health = health.HealthServicer()
@@ -172,6 +184,7 @@ class Node:
         server = grpc.server(
             futures.ThreadPoolExecutor(SERVER_WORKERS, thread_name_prefix=f"local-{self.node_id}"),
             interceptors=interceptors,
+            options=SERVER_KEEPALIVE_OPTIONS,
         )
         api_grpc.add_LocalServicer_to_server(
             LocalService(self.node_id, self.store, self.publisher, self.signal), server

@@ -53,14 +53,14 @@ KIND_NAMES: dict[int, str] = {number: name for name, number in KINDS.items()}
 CATEGORY_CODES: dict[int, str] = {number: code for code, (number, _) in CATEGORIES.items()}
 PHASE_CODES: dict[int, str] = {number: code for code, (number, _) in PHASES.items()}
 
-_REGION_CODE = re.compile(r"^\d{6}$")
-_NODE_ID = re.compile(r"^CN(-[A-Z]{2})?$")
-_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_REGION_CODE = re.compile(r"[0-9]{6}")
+_NODE_ID = re.compile(r"CN(-[A-Z]{2})?")
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def is_node_id(value: str) -> bool:
     """Node ids are ISO 3166-2 style: ``CN`` or ``CN-XX``."""
-    return bool(_NODE_ID.match(value))
+    return bool(_NODE_ID.fullmatch(value))
 
 
 def subject_id(origin: str, ref: str) -> str:
@@ -165,7 +165,7 @@ def validate(record: pb.Record) -> None:
 
 
 def validate_ref(ref: str) -> None:
-    if not _REF.match(ref or ""):
+    if not _REF.fullmatch(ref or ""):
         raise InvalidRecord(
             "ref", f"{ref!r} is not a reference (letters, digits, '.', '_', '-'; at most 64)"
         )
@@ -185,7 +185,7 @@ def _validate_incident(incident: pb.IncidentReport) -> None:
     if incident.phase not in PHASE_CODES:
         raise InvalidRecord("incident.phase", f"unknown phase number {incident.phase}")
     for code in incident.regions:
-        if not _REGION_CODE.match(code):
+        if not _REGION_CODE.fullmatch(code):
             raise InvalidRecord(
                 "incident.regions", f"{code!r} is not a six-digit administrative code"
             )

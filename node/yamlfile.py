@@ -28,14 +28,19 @@ class YamlDocument:
     root: yaml.Node | None
 
     def line_of(self, keys: KeyPath) -> int:
-        """1-based line of the deepest node along ``keys`` that exists."""
+        """1-based line of the deepest key along ``keys`` that exists.
+
+        A key's own line is used (not its value's), so a problem with a
+        missing sub-key points at the parent key that lacks it.
+        """
         node = self.root
         line = node.start_mark.line + 1 if node is not None else 1
         for key in keys:
-            node = _child(node, key)
-            if node is None:
+            found = _child(node, key)
+            if found is None:
                 break
-            line = node.start_mark.line + 1
+            mark, node = found
+            line = mark.start_mark.line + 1
         return line
 
     def problem(self, keys: KeyPath, message: str) -> str:
@@ -69,12 +74,13 @@ def load_yaml(path: Path) -> YamlDocument:
     return YamlDocument(path=path, data=data, root=root)
 
 
-def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
+def _child(node: yaml.Node | None, key: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+    """(the node that marks the key, its value), or None if absent."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if key_node.value == str(key):
-                return value_node
+                return key_node, value_node
     if isinstance(node, yaml.SequenceNode) and isinstance(key, int):
         if 0 <= key < len(node.value):
-            return node.value[key]
+            return node.value[key], node.value[key]
     return None

@@ -1,0 +1,32 @@
+"""The demo's outcome: seven node processes, the sample file, and exactly the
+receivers the three agreements imply."""
+
+from __future__ import annotations
+
+import json
+
+from gateway.policy import expected_receivers, load_policies
+from node.demo import run_demo
+from tests.conftest import POLICIES, SAMPLE
+from tests.helpers import sample_records
+
+
+def test_demo_delivers_every_sample_record_to_exactly_the_nodes_its_agreements_imply(tmp_path):
+    lines: list[str] = []
+    summary_path = run_demo(SAMPLE, POLICIES, tmp_path / "demo", out=lines.append)
+
+    summary = json.loads(summary_path.read_text("utf-8"))
+    expected = expected_receivers(SAMPLE, load_policies(POLICIES))
+    assert set(summary) == {r["ref"] for r in sample_records()}
+    assert {ref: set(nodes) for ref, nodes in summary.items()} == expected
+    # Spot checks against the agreement texts, independent of the helper above.
+    assert set(summary["HN-DRILL-02-S1"]) == {"CN", "CN-HB", "CN-JX"}
+    assert set(summary["SH-2025-04-02"]) == {"CN-JS"}
+    assert summary["JX-DRILL-03"] == []
+    assert any("not CN-HB" in line and "Ⅳ" in line for line in lines)
+
+
+def test_demo_runs_again_in_the_same_folder(tmp_path):
+    first = run_demo(SAMPLE, POLICIES, tmp_path / "demo", out=lambda line: None)
+    second = run_demo(SAMPLE, POLICIES, tmp_path / "demo", out=lambda line: None)
+    assert first == second and json.loads(second.read_text("utf-8"))
