@@ -18,7 +18,7 @@ Two grades of finding:
   an agreement with no members, no flows or a flow with no kinds (each allows
   nothing), conditions that can never match, and overlapping agreements that
   disagree about withholding a field for the same sender, receiver and kind
-  (the stricter one wins at decision time, see ``evaluate``). They are
+  (the stricter one wins at decision time; see ``overlap``). They are
   returned in ``PolicySet.warnings``; whoever loads decides how to show them.
 
 ``check_policies`` does the same work but returns errors and warnings
@@ -28,17 +28,16 @@ together instead of raising, for ``guantong policy validate``.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from gateway.policy.evaluate import PolicySet, roman
+from gateway.policy.evaluate import PolicySet
 from gateway.policy.fields import check_field_name
 from gateway.policy.model import MEMBERS, Agreement, Flow, NodeInfo, WithholdRule
+from gateway.policy.overlap import overlap_warnings
 from node.errors import ConfigError
 from node.records import CATEGORIES, KINDS, LEVEL_LABELS, is_node_id
 from node.yamlfile import KeyPath, YamlDocument, load_yaml
@@ -119,7 +118,7 @@ def check_policies(paths: Path | Sequence[Path]) -> PolicyCheck:
             loaded.append((agreement, document))
 
     _check_duplicate_ids(loaded, check)
-    check.warnings.extend(_overlap_warnings(loaded))
+    check.warnings.extend(overlap_warnings(loaded))
     if not check.errors:
         agreements = tuple(sorted((a for a, _ in loaded), key=lambda a: a.id))
         check.policy_set = PolicySet(agreements, nodes or {}, tuple(check.warnings))
@@ -570,82 +569,3 @@ class _AgreementReader:
             else:
                 self.error([*keys, i], problem)
         return tuple(names)
-
-
-# --- overlapping agreements -------------------------------------------------
-
-
-def _overlap_warnings(loaded: list[tuple[Agreement, YamlDocument]]) -> list[str]:
-    """Warn where two agreements share a route but withhold a field differently.
-
-    One warning per pair of agreements, kind and field, naming the first
-    sender→receiver pair and how many there are.
-    """
-    warnings = []
-    for (first, document), (second, _) in combinations(loaded, 2):
-        disagreements: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-        for sender, receiver, kind in _shared_routes(first, second):
-            mine = _withhold_profile(first, kind, receiver)
-            theirs = _withhold_profile(second, kind, receiver)
-            for name in sorted(set(mine) | set(theirs)):
-                if mine.get(name) != theirs.get(name):
-                    disagreements[(kind, name)].append((sender, receiver))
-
-        for (kind, name), routes in sorted(disagreements.items()):
-            sender, receiver = routes[0]
-            mine = _describe(_withhold_profile(first, kind, receiver), name)
-            theirs = _describe(_withhold_profile(second, kind, receiver), name)
-            message = (
-                f"{first.label} and {second.label} both share {kind} records "
-                f"{sender}→{receiver} ({len(routes)} route(s) in all) but disagree "
-                f"about {name} ({first.id}: {mine}; {second.id}: {theirs}); "
-                "the agreement that withholds more applies"
-            )
-            warnings.append(document.problem(["withhold"], message))
-    return warnings
-
-
-def _shared_routes(first: Agreement, second: Agreement) -> list[tuple[str, str, str]]:
-    common = sorted(first.members & second.members)
-    routes = []
-    for sender in common:
-        for receiver in common:
-            if sender == receiver:
-                continue
-            kinds = _kinds_between(first, sender, receiver) & _kinds_between(
-                second, sender, receiver
-            )
-            routes.extend((sender, receiver, kind) for kind in sorted(kinds))
-    return routes
-
-
-def _kinds_between(agreement: Agreement, sender: str, receiver: str) -> set[str]:
-    return {
-        kind
-        for flow in agreement.flows
-        if sender in flow.senders and receiver in flow.receivers
-        for kind in flow.kinds
-    }
-
-
-def _withhold_profile(
-    agreement: Agreement, kind: str, receiver: str
-) -> dict[str, frozenset[int | None]]:
-    """Field -> the below_level thresholds under which it is withheld."""
-    profile: dict[str, set[int | None]] = defaultdict(set)
-    for rule in agreement.withhold:
-        if rule.receivers is not None and receiver not in rule.receivers:
-            continue
-        for name in rule.fields:
-            if name.startswith(f"{kind}."):
-                profile[name].add(rule.below_level)
-    return {name: frozenset(levels) for name, levels in profile.items()}
-
-
-def _describe(profile: dict[str, frozenset[int | None]], name: str) -> str:
-    levels = profile.get(name)
-    if not levels:
-        return "shared"
-    if None in levels:
-        return "always withheld"
-    return f"withheld below level {roman(min(levels))}"
