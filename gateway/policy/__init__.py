@@ -2,12 +2,12 @@
 
 Agreements are data: YAML files in ``policies/`` (schema in
 ``policies/README.md``), loaded and validated by :mod:`.loader` into the typed
-model of :mod:`.model` (:mod:`.overlap` warns where agreements overlap).
-:mod:`.evaluate` makes the decision for one record and
-one receiver (default deny, with the rule and reason either way), :mod:`.fields`
-withholds fields from the copy a receiver gets, and :mod:`.holder` keeps the
-set a running node enforces, reloading it safely. :mod:`.outcome` computes who
-receives each record of a sample file, the demo's specification.
+model of :mod:`.model`; :mod:`.overlap` warns where agreements overlap.
+:mod:`.evaluate` makes the decision for one record and one receiver (default
+deny, with the rule and reason either way), :mod:`.fields` withholds fields
+from the copy a receiver gets, and :mod:`.holder` keeps the set a running node
+enforces, reloading it safely. :mod:`.outcome` computes who receives each
+record of a sample file, the demo's specification.
 """
 
 from gateway.policy.evaluate import PolicySet
