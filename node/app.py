@@ -35,6 +35,7 @@ from gateway.transport.federation_service import FederationService
 from guantong.v1 import federation_pb2, local_pb2
 from guantong.v1 import federation_pb2_grpc as fed_grpc
 from guantong.v1 import local_pb2_grpc as api_grpc
+from node.appliers import Appliers
 from node.clock import Clock, SystemClock
 from node.config import NodeConfig
 from node.errors import ConfigError
@@ -72,6 +73,7 @@ class Node:
         self.store.migrate()
 
         self.signal = NewMessages()
+        self.appliers = Appliers()
         self.senders = Senders(
             [
                 PeerSender(
@@ -92,9 +94,15 @@ class Node:
             lambda: self.peer_addresses.keys(),
             self.clock,
             on_queued=self.senders.wake,
+            appliers=self.appliers,
         )
         self.receiver = Receiver(
-            self.node_id, self.store, self.policies, self.clock, on_stored=self.signal.notify
+            self.node_id,
+            self.store,
+            self.policies,
+            self.clock,
+            on_stored=self.signal.notify,
+            appliers=self.appliers,
         )
 
         self._federation_server = self._start_federation_server()

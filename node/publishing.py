@@ -19,6 +19,7 @@ import structlog
 
 from gateway.policy import Decision, PolicyHolder, apply_withholding
 from guantong.v1 import records_pb2 as pb
+from node.appliers import Appliers
 from node.clock import Clock
 from node.envelopes import log_entry_for, read_stored, seal
 from node.errors import InvalidRecord
@@ -52,6 +53,7 @@ class Publisher:
         peers: Callable[[], Collection[str]],
         clock: Clock,
         on_queued: Callable[[Collection[str]], None] = lambda peers: None,
+        appliers: Appliers | None = None,
     ):
         self.node_id = node_id
         self.store = store
@@ -59,6 +61,7 @@ class Publisher:
         self.peers = peers
         self.clock = clock
         self.on_queued = on_queued
+        self.appliers = appliers or Appliers()
         # Versions are numbered under this lock; the log's unique
         # (subject, version) constraint backs it up across processes.
         self._numbering = threading.Lock()
@@ -92,7 +95,9 @@ class Publisher:
                 exercise=facts.exercise,
             )
             rows, outbox = self._route(envelope, record, decisions)
-            self.store.append_published(log_entry_for(envelope, kind), rows, outbox, now)
+            self.store.append_published(
+                log_entry_for(envelope, kind), rows, outbox, now, apply=self.appliers.hook(None)
+            )
 
         queued = [peer for peer, _ in outbox]
         log.info(

@@ -20,6 +20,7 @@ import structlog
 
 from gateway.policy import PolicyHolder, apply_withholding
 from guantong.v1 import records_pb2 as pb
+from node.appliers import Appliers
 from node.clock import Clock
 from node.envelopes import Opened, log_entry_for, open_envelope, read_stored
 from node.errors import InvalidRecord
@@ -61,12 +62,14 @@ class Receiver:
         policies: PolicyHolder,
         clock: Clock,
         on_stored: Callable[[], None] = lambda: None,
+        appliers: Appliers | None = None,
     ):
         self.node_id = node_id
         self.store = store
         self.policies = policies
         self.clock = clock
         self.on_stored = on_stored
+        self.appliers = appliers or Appliers()
 
     def push(self, sender: str, envelopes: Sequence[pb.Envelope]) -> list[Result]:
         """Results in the order of ``envelopes``."""
@@ -88,7 +91,9 @@ class Receiver:
                 batch_incidents[opened.envelope.subject_id] = opened.record.incident
             to_store.append((index, log_entry_for(opened.envelope, opened.kind)))
 
-        outcomes = self.store.append_received([entry for _, entry in to_store], sender, now)
+        outcomes = self.store.append_received(
+            [entry for _, entry in to_store], sender, now, apply=self.appliers.hook(sender)
+        )
         for (index, entry), stored in zip(to_store, outcomes, strict=True):
             results[index] = self._result(sender, entry, stored, now, refusals)
 

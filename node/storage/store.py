@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import resources
@@ -40,6 +40,9 @@ from node.storage.types import (
 )
 
 log = structlog.get_logger(__name__)
+
+# Runs inside the append's transaction: (connection, log seq, the entry).
+ApplyHook = Callable[[Connection, int, NewEntry], None]
 
 
 def content_digest(envelope_payload: bytes, kind: str, subject_id: str, version: int) -> str:
@@ -92,10 +95,17 @@ class Store:
         decisions: Sequence[DecisionRow],
         outbox: Sequence[tuple[str, bytes]],
         now: datetime,
+        apply: ApplyHook | None = None,
     ) -> int:
-        """Store a record published here, its decisions and outbox rows; one txn."""
+        """Store a record published here, its decisions and outbox rows; one txn.
+
+        ``apply`` runs in the same transaction, after the log row is written,
+        for the record's effects on other tables.
+        """
         with self.write() as connection:
             seq = self._append_txn(connection, entry, None, now)
+            if apply is not None:
+                apply(connection, seq, entry)
             if decisions:
                 connection.execute(
                     insert(t.decisions),
@@ -150,11 +160,18 @@ class Store:
 
     # --- receiving ----------------------------------------------------------
 
-    def append_received(self, entries: Sequence[NewEntry], sender: str, now: datetime) -> list[ReceiveOutcome]:
+    def append_received(
+        self,
+        entries: Sequence[NewEntry],
+        sender: str,
+        now: datetime,
+        apply: ApplyHook | None = None,
+    ) -> list[ReceiveOutcome]:
         """Store received messages in one transaction, keyed on (origin, id).
 
         A message already held with the same content is a duplicate (no-op);
-        with different content it is a conflict and is not stored.
+        with different content it is a conflict and is not stored. ``apply``
+        runs in the same transaction for each newly stored message.
         """
         outcomes: list[ReceiveOutcome] = []
         with self.write() as connection:
@@ -167,7 +184,9 @@ class Store:
                 if held is None and self._version_held_txn(connection, entry):
                     outcomes.append(ReceiveOutcome.CONFLICT)
                 elif held is None:
-                    self._append_txn(connection, entry, sender, now)
+                    seq = self._append_txn(connection, entry, sender, now)
+                    if apply is not None:
+                        apply(connection, seq, entry)
                     outcomes.append(ReceiveOutcome.ACCEPTED)
                 elif held == entry.content_sha256:
                     outcomes.append(ReceiveOutcome.DUPLICATE)
