@@ -7,12 +7,12 @@ node id is read from there, never from the request.
 from __future__ import annotations
 
 import grpc
+from guantong.v1 import federation_pb2 as fed
+from guantong.v1 import federation_pb2_grpc as fed_grpc
 
 from gateway.delivery.receiver import Outcome, Receiver
 from gateway.delivery.sender import REFUSED_BY_AGREEMENT_KEY, REFUSED_BY_AGREEMENT_VALUE
 from gateway.transport.auth import current_identity
-from guantong.v1 import federation_pb2 as fed
-from guantong.v1 import federation_pb2_grpc as fed_grpc
 
 _OUTCOMES = {
     Outcome.ACCEPTED: fed.ACCEPTED,

@@ -11,14 +11,14 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-
-from gateway.identity import TlsFiles, secure_channel
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
+
+from gateway.identity import TlsFiles, secure_channel
 from node.errors import GuantongError, InvalidRecord
 from node.records import (
-    CATEGORY_CODES,
     CATEGORIES,
+    CATEGORY_CODES,
     KIND_NAMES,
     LEVEL_LABELS,
     PHASE_CODES,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from guantong.v1 import local_pb2 as api
+
 from tests.conftest import eventually
 from tests.helpers import inbox, inbox_refs, incident, local, pending, publish
-from guantong.v1 import local_pb2 as api
 
 
 def test_published_incident_reaches_the_member_the_agreement_allows(federation):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
-from gateway.identity import TlsFiles, secure_channel
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
 from guantong.v1 import records_pb2 as pb
+
+from gateway.identity import TlsFiles, secure_channel
 from node.records import record_from_json
 from tests.helpers import incident, local
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-
-from gateway.identity import TlsFiles, secure_channel, server_name_for
 from guantong.v1 import federation_pb2 as fed
 from guantong.v1 import federation_pb2_grpc as fed_grpc
+
+from gateway.identity import TlsFiles, secure_channel, server_name_for
 from node.envelopes import seal
 from node.records import record_from_json, subject_id
 from tests.helpers import inbox, incident

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from node.storage import Store, content_digest
 from node.storage.schema import DEAD_LETTER, DELIVERED
@@ -52,7 +53,7 @@ def test_published_record_its_decisions_and_outbox_commit_together(store):
 
 def test_failed_publish_leaves_nothing_behind(store):
     store.append_published(entry("A"), [], [], NOW)
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):
         # Same subject version again: the log's unique constraint refuses it.
         store.append_published(entry("A"), [], [("CN-HN", b"hop")], NOW)
     assert store.pending_for("CN-HN", 10) == []
