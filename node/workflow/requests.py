@@ -6,15 +6,12 @@ record sent to the other party, and both nodes keep the request's state.
 
 The state has two parts, and each party changes only its own:
 
-- **handling**, the handler's part::
-
-      OPEN ──acknowledge──▶ ACKNOWLEDGED ──accept──▶ ACCEPTED ──result──▶ RESULT_REPORTED
-        │  ╲───────────────accept───────────────────▶  ▲  │
-        │                                              └──┘ progress (速报)
-        └──decline (OPEN or ACKNOWLEDGED)──▶ DECLINED
-
-- **disposition**, the requester's: ACTIVE ──escalate──▶ ESCALATED, and
-  ACTIVE or ESCALATED ──close──▶ CLOSED.
+- **handling**, the handler's part: OPEN ─acknowledge→ ACKNOWLEDGED
+  ─accept→ ACCEPTED ─report_result→ RESULT_REPORTED; accept straight from
+  OPEN; report_progress (速报) keeps it ACCEPTED; decline from OPEN or
+  ACKNOWLEDGED → DECLINED.
+- **disposition**, the requester's: ACTIVE ─escalate→ ESCALATED, and ACTIVE
+  or ESCALATED ─close→ CLOSED.
 
 Why two parts: both nodes hold a copy and both parties act on their own copy.
 With one shared state, a result report and an escalation made at the same
@@ -28,18 +25,20 @@ ESCALATED while escalated, otherwise the handling state.
 
 Transitions, by role (the table :data:`RULES` is the whole truth):
 
-=========  ========================  ==============================  ==================  ============
-role       action                    from                            to                  text
-=========  ========================  ==============================  ==================  ============
-handler    acknowledge 签收          OPEN                            ACKNOWLEDGED        optional
-handler    accept 受理               OPEN, ACKNOWLEDGED              ACCEPTED            optional
-handler    decline 拒绝              OPEN, ACKNOWLEDGED              DECLINED            reason
-handler    report_progress 进展速报  ACCEPTED                        ACCEPTED            report
-handler    report_result 结果反馈    ACCEPTED                        RESULT_REPORTED     report
-requester  escalate 提级             ACTIVE (any handling)           ESCALATED           reason
-requester  close 办结                ACTIVE with RESULT_REPORTED or  CLOSED              optional
-                                     DECLINED; ESCALATED (any)
-=========  ========================  ==============================  ==================  ============
+=========  ======================  ===========================  ===============
+role       action                  from                         to
+=========  ======================  ===========================  ===============
+handler    acknowledge 签收        OPEN                         ACKNOWLEDGED
+handler    accept 受理             OPEN, ACKNOWLEDGED           ACCEPTED
+handler    decline 拒绝 *          OPEN, ACKNOWLEDGED           DECLINED
+handler    report_progress 速报 *  ACCEPTED                     ACCEPTED
+handler    report_result 反馈 *    ACCEPTED                     RESULT_REPORTED
+requester  escalate 提级 *         ACTIVE, any handling         ESCALATED
+requester  close 办结              ACTIVE with RESULT_REPORTED  CLOSED
+                                   or DECLINED; ESCALATED
+=========  ======================  ===========================  ===============
+
+``*``: the move needs text, a reason or a report.
 
 Every handler action also needs the request not to be CLOSED. The guards that
 look across parts are stable: the handling states close waits for are final
@@ -68,7 +67,9 @@ class Role(Enum):
 
     @property
     def label(self) -> str:
-        return {Role.REQUESTER: "请求方 requester", Role.HANDLER: "承办方 handler"}[self]
+        return {Role.REQUESTER: "请求方 requester", Role.HANDLER: "承办方 handler"}[
+            self
+        ]
 
 
 class Handling(Enum):
@@ -156,7 +157,7 @@ class RequestState:
 
     @property
     def label(self) -> str:
-        """``已提级 escalated (handling 已受理 accepted)``: both parts when they differ."""
+        """The shown state, with the handling beside it when the two differ."""
         shown = self.status
         if shown.value == self.handling.value:
             return shown.label
@@ -193,22 +194,66 @@ _H = Role.HANDLER
 _R = Role.REQUESTER
 
 RULES: tuple[Rule, ...] = (
-    Rule(_H, Action.ACKNOWLEDGE, frozenset({Handling.OPEN}), _NOT_CLOSED,
-         handling_to=Handling.ACKNOWLEDGED),
-    Rule(_H, Action.ACCEPT, frozenset({Handling.OPEN, Handling.ACKNOWLEDGED}), _NOT_CLOSED,
-         handling_to=Handling.ACCEPTED),
-    Rule(_H, Action.DECLINE, frozenset({Handling.OPEN, Handling.ACKNOWLEDGED}), _NOT_CLOSED,
-         handling_to=Handling.DECLINED, needs_text=True),
-    Rule(_H, Action.REPORT_PROGRESS, frozenset({Handling.ACCEPTED}), _NOT_CLOSED,
-         handling_to=Handling.ACCEPTED, needs_text=True),
-    Rule(_H, Action.REPORT_RESULT, frozenset({Handling.ACCEPTED}), _NOT_CLOSED,
-         handling_to=Handling.RESULT_REPORTED, needs_text=True),
-    Rule(_R, Action.ESCALATE, _ANY_HANDLING, frozenset({Disposition.ACTIVE}),
-         disposition_to=Disposition.ESCALATED, needs_text=True),
-    Rule(_R, Action.CLOSE, frozenset({Handling.RESULT_REPORTED, Handling.DECLINED}),
-         frozenset({Disposition.ACTIVE}), disposition_to=Disposition.CLOSED),
-    Rule(_R, Action.CLOSE, _ANY_HANDLING, frozenset({Disposition.ESCALATED}),
-         disposition_to=Disposition.CLOSED),
+    Rule(
+        _H,
+        Action.ACKNOWLEDGE,
+        frozenset({Handling.OPEN}),
+        _NOT_CLOSED,
+        handling_to=Handling.ACKNOWLEDGED,
+    ),
+    Rule(
+        _H,
+        Action.ACCEPT,
+        frozenset({Handling.OPEN, Handling.ACKNOWLEDGED}),
+        _NOT_CLOSED,
+        handling_to=Handling.ACCEPTED,
+    ),
+    Rule(
+        _H,
+        Action.DECLINE,
+        frozenset({Handling.OPEN, Handling.ACKNOWLEDGED}),
+        _NOT_CLOSED,
+        handling_to=Handling.DECLINED,
+        needs_text=True,
+    ),
+    Rule(
+        _H,
+        Action.REPORT_PROGRESS,
+        frozenset({Handling.ACCEPTED}),
+        _NOT_CLOSED,
+        handling_to=Handling.ACCEPTED,
+        needs_text=True,
+    ),
+    Rule(
+        _H,
+        Action.REPORT_RESULT,
+        frozenset({Handling.ACCEPTED}),
+        _NOT_CLOSED,
+        handling_to=Handling.RESULT_REPORTED,
+        needs_text=True,
+    ),
+    Rule(
+        _R,
+        Action.ESCALATE,
+        _ANY_HANDLING,
+        frozenset({Disposition.ACTIVE}),
+        disposition_to=Disposition.ESCALATED,
+        needs_text=True,
+    ),
+    Rule(
+        _R,
+        Action.CLOSE,
+        frozenset({Handling.RESULT_REPORTED, Handling.DECLINED}),
+        frozenset({Disposition.ACTIVE}),
+        disposition_to=Disposition.CLOSED,
+    ),
+    Rule(
+        _R,
+        Action.CLOSE,
+        _ANY_HANDLING,
+        frozenset({Disposition.ESCALATED}),
+        disposition_to=Disposition.CLOSED,
+    ),
 )
 
 
@@ -224,7 +269,12 @@ class IllegalTransition(GuantongError):
     """A move the rules do not allow: by this role, from this state, or without text."""
 
     def __init__(
-        self, role: Role, state: RequestState, action: Action, problem: Problem, why: str,
+        self,
+        role: Role,
+        state: RequestState,
+        action: Action,
+        problem: Problem,
+        why: str,
         request: str = "",
     ):
         self.role = role
@@ -252,22 +302,34 @@ def transition(
     owner = owner_of(action)
     if role is not owner:
         raise IllegalTransition(
-            role, state, action, Problem.WRONG_PARTY,
-            f"only the {owner.label} may {action.label}", request,
+            role,
+            state,
+            action,
+            Problem.WRONG_PARTY,
+            f"only the {owner.label} may {action.label}",
+            request,
         )
 
     rule = next(
-        (r for r in RULES if r.role is role and r.action is action and r.holds(state)), None
+        (r for r in RULES if r.role is role and r.action is action and r.holds(state)),
+        None,
     )
     if rule is None:
         raise IllegalTransition(
-            role, state, action, Problem.WRONG_STATE,
-            f"{action.value} is allowed only from {_sources(role, action)}", request,
+            role,
+            state,
+            action,
+            Problem.WRONG_STATE,
+            f"{action.value} is allowed only from {_sources(role, action)}",
+            request,
         )
     if rule.needs_text and not text.strip():
         raise IllegalTransition(
-            role, state, action, Problem.TEXT_REQUIRED,
-            f"{action.value} needs {'a report' if 'report' in action.value else 'a reason'}",
+            role,
+            state,
+            action,
+            Problem.TEXT_REQUIRED,
+            f"{action.value} needs {_text_needed(action)}",
             request,
         )
     return RequestState(
@@ -296,6 +358,10 @@ def owes_first_report(state: RequestState, reported: bool) -> bool:
     return state.handling in (Handling.OPEN, Handling.ACKNOWLEDGED, Handling.ACCEPTED)
 
 
+def _text_needed(action: Action) -> str:
+    return "a report" if "report" in action.value else "a reason"
+
+
 def _sources(role: Role, action: Action) -> str:
     """The states a rule allows ``action`` from, in words."""
     parts = []
@@ -307,6 +373,8 @@ def _sources(role: Role, action: Action) -> str:
             if rule.handling_from == _ANY_HANDLING
             else " or ".join(h.value for h in Handling if h in rule.handling_from)
         )
-        disposition = " or ".join(d.value for d in Disposition if d in rule.disposition_from)
+        disposition = " or ".join(
+            d.value for d in Disposition if d in rule.disposition_from
+        )
         parts.append(f"{handling} while {disposition}")
     return "; ".join(parts)

@@ -29,7 +29,9 @@ ACTIVE, ESCALATED, CLOSED = D.ACTIVE, D.ESCALATED, D.CLOSED
 
 # (role, action, handling, disposition) -> (handling, disposition) after it.
 # Written from the issue, not from the module's table.
-LEGAL: dict[tuple[Role, Action, Handling, Disposition], tuple[Handling, Disposition]] = {}
+LEGAL: dict[
+    tuple[Role, Action, Handling, Disposition], tuple[Handling, Disposition]
+] = {}
 for disposition in (ACTIVE, ESCALATED):
     LEGAL |= {
         (HD, Action.ACKNOWLEDGE, H.OPEN, disposition): (H.ACKNOWLEDGED, disposition),
@@ -37,8 +39,14 @@ for disposition in (ACTIVE, ESCALATED):
         (HD, Action.ACCEPT, H.ACKNOWLEDGED, disposition): (H.ACCEPTED, disposition),
         (HD, Action.DECLINE, H.OPEN, disposition): (H.DECLINED, disposition),
         (HD, Action.DECLINE, H.ACKNOWLEDGED, disposition): (H.DECLINED, disposition),
-        (HD, Action.REPORT_PROGRESS, H.ACCEPTED, disposition): (H.ACCEPTED, disposition),
-        (HD, Action.REPORT_RESULT, H.ACCEPTED, disposition): (H.RESULT_REPORTED, disposition),
+        (HD, Action.REPORT_PROGRESS, H.ACCEPTED, disposition): (
+            H.ACCEPTED,
+            disposition,
+        ),
+        (HD, Action.REPORT_RESULT, H.ACCEPTED, disposition): (
+            H.RESULT_REPORTED,
+            disposition,
+        ),
     }
 for handling in Handling:
     LEGAL[(R, Action.ESCALATE, handling, ACTIVE)] = (handling, ESCALATED)
@@ -49,7 +57,10 @@ LEGAL[(R, Action.CLOSE, H.DECLINED, ACTIVE)] = (H.DECLINED, CLOSED)
 EVERY_MOVE = list(itertools.product(Role, Action, Handling, Disposition))
 ILLEGAL = [move for move in EVERY_MOVE if move not in LEGAL]
 HANDLER_ACTIONS = {
-    Action.ACKNOWLEDGE, Action.ACCEPT, Action.DECLINE, Action.REPORT_PROGRESS,
+    Action.ACKNOWLEDGE,
+    Action.ACCEPT,
+    Action.DECLINE,
+    Action.REPORT_PROGRESS,
     Action.REPORT_RESULT,
 }
 
@@ -81,7 +92,9 @@ def test_illegal_move_is_refused_naming_role_state_and_action(move):
     assert state.status.value in message
     assert "CN-HB/R1" in message
     wrong_party = (action in HANDLER_ACTIONS) != (role is HD)
-    assert error.problem is (Problem.WRONG_PARTY if wrong_party else Problem.WRONG_STATE)
+    assert error.problem is (
+        Problem.WRONG_PARTY if wrong_party else Problem.WRONG_STATE
+    )
 
 
 def test_the_table_covers_every_move_once():
@@ -122,15 +135,21 @@ def test_shown_state_is_closed_then_escalated_then_handling():
     assert RequestState(H.ACCEPTED, CLOSED).status is Status.CLOSED
     assert RequestState(H.ACCEPTED, ESCALATED).status is Status.ESCALATED
     assert RequestState(H.ACCEPTED, ACTIVE).status is Status.ACCEPTED
-    assert RequestState(H.ACCEPTED, ESCALATED).label == "已提级 escalated (handling 已受理 accepted)"
+    assert (
+        RequestState(H.ACCEPTED, ESCALATED).label
+        == "已提级 escalated (handling 已受理 accepted)"
+    )
     assert OPEN_STATE.label == "待签收 open"
 
 
 def test_moves_by_the_two_parties_commute():
     """Both nodes end in the same state whichever party's move they apply first."""
     for (role_a, action_a, handling, disposition), _ in LEGAL.items():
-        for (role_b, action_b, handling_b, disposition_b) in LEGAL:
-            if role_b is role_a or (handling_b, disposition_b) != (handling, disposition):
+        for role_b, action_b, handling_b, disposition_b in LEGAL:
+            if role_b is role_a or (handling_b, disposition_b) != (
+                handling,
+                disposition,
+            ):
                 continue
             start = RequestState(handling, disposition)
             a_then_b = _try(_try(start, role_a, action_a), role_b, action_b)
@@ -152,9 +171,16 @@ def _try(state, role, action):  # type: ignore[no-untyped-def]
 
 
 def test_allowed_actions_list_what_each_party_may_do_next():
-    assert allowed_actions(OPEN_STATE, HD) == [Action.ACKNOWLEDGE, Action.ACCEPT, Action.DECLINE]
+    assert allowed_actions(OPEN_STATE, HD) == [
+        Action.ACKNOWLEDGE,
+        Action.ACCEPT,
+        Action.DECLINE,
+    ]
     assert allowed_actions(OPEN_STATE, R) == [Action.ESCALATE]
-    assert allowed_actions(RequestState(H.RESULT_REPORTED), R) == [Action.ESCALATE, Action.CLOSE]
+    assert allowed_actions(RequestState(H.RESULT_REPORTED), R) == [
+        Action.ESCALATE,
+        Action.CLOSE,
+    ]
     assert allowed_actions(RequestState(H.ACCEPTED, CLOSED), HD) == []
 
 
