@@ -32,9 +32,12 @@ from gateway.identity.tls import SERVER_KEEPALIVE_OPTIONS
 from gateway.policy import PolicyHolder
 from gateway.transport.auth import CallerAuthInterceptor
 from gateway.transport.federation_service import FederationService
-from guantong.v1 import federation_pb2, local_pb2
+from guantong.v1 import admin_pb2, federation_pb2, local_pb2
+from guantong.v1 import admin_pb2_grpc as admin_grpc
 from guantong.v1 import federation_pb2_grpc as fed_grpc
 from guantong.v1 import local_pb2_grpc as api_grpc
+from node import lifecycle
+from node.admin_api import AdminService
 from node.appliers import Appliers
 from node.clock import Clock, SystemClock
 from node.config import NodeConfig
@@ -74,6 +77,7 @@ class Node:
 
         self.signal = NewMessages()
         self.appliers = Appliers()
+        lifecycle.register(self.appliers)
         self.senders = Senders(
             [
                 PeerSender(
@@ -197,8 +201,14 @@ class Node:
         api_grpc.add_LocalServicer_to_server(
             LocalService(self.node_id, self.store, self.publisher, self.signal), server
         )
+        admin = AdminService(
+            self.node_id, self.policies, self.store,
+            lambda: self.peer_addresses.keys(), self.senders.wake, self.clock,
+        )
+        admin_grpc.add_AdminServicer_to_server(admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self._add_reflection(server, local_pb2.DESCRIPTOR.services_by_name["Local"])
+        self._add_reflection(server, local_pb2.DESCRIPTOR.services_by_name["Local"],
+                             admin_pb2.DESCRIPTOR.services_by_name["Admin"])
         if listen.is_loopback:
             self.local_port = server.add_insecure_port(listen.listen)
         else:
@@ -211,9 +221,10 @@ class Node:
         return server
 
     @staticmethod
-    def _add_reflection(server: grpc.Server, service) -> None:  # type: ignore[no-untyped-def]
+    def _add_reflection(server: grpc.Server, *services) -> None:  # type: ignore[no-untyped-def]
+        names = tuple(service.full_name for service in services)
         reflection.enable_server_reflection(
-            (service.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
 
     # --- identity -----------------------------------------------------------
