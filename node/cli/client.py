@@ -30,7 +30,8 @@ from node.records import (
 DEFAULT_ADDRESS = "127.0.0.1:7201"
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def connection_options() -> argparse.ArgumentParser:
+    """How to reach a node's local API: a parent parser for commands that do."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--node-address",
@@ -44,6 +45,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     common.add_argument("--node", help="the node id whose client certificate to use")
     common.add_argument("--client", help="the client name of that certificate")
+    return common
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    common = connection_options()
 
     publish = commands.add_parser(
         "publish",
@@ -98,17 +104,20 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def connect(args: argparse.Namespace) -> api_grpc.LocalStub:
+    return api_grpc.LocalStub(local_channel(args))
+
+
+def local_channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel to the node's local API, over mutual TLS when --certs is given."""
     if args.certs:
         if not (args.node and args.client):
             raise GuantongError("--certs needs --node and --client to pick the certificate")
         files = TlsFiles.for_client(args.certs, args.node, args.client)
-        channel = secure_channel(args.node_address, files, expected_node_id=args.node)
-    else:
-        channel = grpc.insecure_channel(args.node_address)
-    return api_grpc.LocalStub(channel)
+        return secure_channel(args.node_address, files, expected_node_id=args.node)
+    return grpc.insecure_channel(args.node_address)
 
 
-def _call(function, request, **kwargs):  # type: ignore[no-untyped-def]
+def call(function, request, **kwargs):  # type: ignore[no-untyped-def]
     try:
         return function(request, **kwargs)
     except grpc.RpcError as error:
@@ -118,7 +127,7 @@ def _call(function, request, **kwargs):  # type: ignore[no-untyped-def]
 def _publish(args: argparse.Namespace) -> int:
     ref, record, origin = _record_from_args(args)
     stub = connect(args)
-    response = _call(
+    response = call(
         stub.Publish,
         api.PublishRequest(ref=ref, author_unit=args.author_unit, record=record),
         timeout=30,
@@ -177,7 +186,7 @@ def _read_record_file(path: Path, ref: str | None) -> dict[str, Any]:
 
 
 def _inbox(args: argparse.Namespace) -> int:
-    response = _call(
+    response = call(
         connect(args).Inbox, api.InboxRequest(after_seq=args.after, limit=args.limit), timeout=30
     )
     for message in response.messages:
@@ -202,14 +211,14 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _delivery(args: argparse.Namespace) -> int:
-    response = _call(connect(args).Delivery, api.DeliveryRequest(ref=args.ref), timeout=30)
+    response = call(connect(args).Delivery, api.DeliveryRequest(ref=args.ref), timeout=30)
     print(f"{response.subject_id} version {response.subject_version}")
     print_destinations(response.destinations)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    response = _call(connect(args).Status, api.StatusRequest(), timeout=30)
+    response = call(connect(args).Status, api.StatusRequest(), timeout=30)
     print(f"node {response.node}: published {response.published}, "
           f"received {response.received}, refused {response.refused}")
     for peer in response.peers:

@@ -1,17 +1,24 @@
-"""``guantong policy``: check, explain and compare sharing agreements.
+"""``guantong policy``: check, explain, compare and reload sharing agreements.
 
 * ``validate [FILES...]`` reads agreement files the way a node does and prints
   every error and warning with file, line and key.
 * ``explain --record FILE`` says, for every node, whether it would receive a
   record, under which agreement and version, with which fields withheld, or
-  which rule kept it back.
+  which rule kept it back; ``explain --ref REF`` asks a running node the same
+  about a record it published, under the agreements it has in force.
 * ``diff OLD NEW --records FILE.jsonl`` says which nodes would start or stop
-  receiving each record if the agreements in NEW replaced those in OLD.
+  receiving each record if the agreements in NEW replaced those in OLD;
+  ``--config NODE.yaml`` instead takes the records a node published, read
+  from its database (read-only; the node may be running).
+* ``reload`` and ``status`` ask a running node to read its agreement files
+  again, and what it has in force: versions, the last refused reload, and
+  version mismatches with its peers.
 
 Records are read in the publisher's JSON shape (``examples/*.jsonl``): the
 ``node`` field names the sender, and a statement or request is judged by its
-incident's facts when that incident is in the same file. All computation is
-in ``gateway.policy``; this module only reads arguments and prints.
+incident's facts when that incident is in the same file (or, with
+``--config``, in the node's store). All computation is in ``gateway.policy``
+and ``node.explain``; this module only reads arguments and prints.
 """
 
 from __future__ import annotations
@@ -23,11 +30,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from guantong.v1 import admin_pb2 as admin
+from guantong.v1 import admin_pb2_grpc as admin_grpc
+
 from gateway.policy import PolicySet, check_policies, load_policies
 from gateway.policy.evaluate import roman
 from gateway.policy.model import Decision
 from gateway.policy.outcome import SampleRecord, delivers, read_jsonl, read_sample
-from node.errors import ConfigError, InvalidRecord
+from node.cli.client import call, connection_options, local_channel
+from node.config import load_config
+from node.errors import ConfigError, GuantongError, InvalidRecord
+from node.explain import NodeOutcome, outcomes, published_samples
+from node.records import RecordFacts
+from node.storage.admin import ReadOnlyDatabase
 
 DEFAULT_POLICIES = Path("policies")
 
@@ -44,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_validate(commands)
     _register_explain(commands)
     _register_diff(commands)
+    _register_running(commands)
 
 
 def _register_validate(commands: argparse._SubParsersAction) -> None:
@@ -69,21 +85,27 @@ def _register_validate(commands: argparse._SubParsersAction) -> None:
 def _register_explain(commands: argparse._SubParsersAction) -> None:
     explain = commands.add_parser(
         "explain",
+        parents=[connection_options()],
         help="say which nodes would receive a record, and why",
         description=(
             "For every node: would it receive this record, under which "
             "agreement and version, with which fields withheld, or which rule "
-            "kept it back."
+            "kept it back. With --record, decided here from files; with --ref "
+            "alone, asked of the running node at --node-address about a record "
+            "it published, under the agreements it has in force."
         ),
     )
     explain.add_argument(
         "--record",
-        required=True,
         type=Path,
         metavar="FILE",
         help="a .json file with one record, or a .jsonl file (then give --ref)",
     )
-    explain.add_argument("--ref", help="the record's ref within a .jsonl file")
+    explain.add_argument(
+        "--ref",
+        help="the record's ref within a .jsonl file; without --record, a ref the "
+        "running node published",
+    )
     _add_common(explain)
     explain.set_defaults(handler=run_explain)
 
@@ -100,11 +122,43 @@ def _register_diff(commands: argparse._SubParsersAction) -> None:
     )
     diff.add_argument("old", type=Path, metavar="OLD", help="policy directory in force")
     diff.add_argument("new", type=Path, metavar="NEW", help="proposed policy directory")
-    diff.add_argument(
-        "--records", required=True, type=Path, metavar="FILE.jsonl", help="records"
+    source = diff.add_mutually_exclusive_group(required=True)
+    source.add_argument("--records", type=Path, metavar="FILE.jsonl", help="records")
+    source.add_argument(
+        "--config",
+        type=Path,
+        metavar="NODE.yaml",
+        help="a node's config: the records that node published, read from its "
+        "database without changing it",
     )
     diff.add_argument("--at", type=_aware_time, metavar="ISO-TIME", help="default: now")
     diff.set_defaults(handler=run_diff)
+
+
+def _register_running(commands: argparse._SubParsersAction) -> None:
+    reload = commands.add_parser(
+        "reload",
+        parents=[connection_options()],
+        help="make a running node read its agreement files again",
+        description=(
+            "Ask the node at --node-address to reload its agreement files now "
+            "(as SIGHUP does). Files that fail validation are refused, every "
+            "problem is printed with file, line and key, the last good "
+            "agreements stay in force, and the exit code is 1."
+        ),
+    )
+    reload.set_defaults(handler=run_reload)
+    status = commands.add_parser(
+        "status",
+        parents=[connection_options()],
+        help="the agreements a running node has in force",
+        description=(
+            "The agreements the node at --node-address enforces, with versions "
+            "and when they were loaded, the last refused reload with its "
+            "problems, warnings, and peers seen working under another version."
+        ),
+    )
+    status.set_defaults(handler=run_status)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -154,6 +208,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    if args.record is None:
+        return _explain_on_node(args)
     try:
         policy_set = load_policies(args.policies)
         sample = _one_record(args.record, args.ref)
@@ -165,7 +221,7 @@ def run_explain(args: argparse.Namespace) -> int:
         return 2
 
     now = args.at or datetime.now(UTC)
-    print(_describe_record(sample))
+    print(_describe(sample.ref, sample.sender, sample.facts))
     if not sample.incident_known:
         print("  (its incident is not in the file: category and level are unknown)")
     count = len(policy_set.agreements)
@@ -173,8 +229,60 @@ def run_explain(args: argparse.Namespace) -> int:
         f"under {args.policies} ({count} agreements) at {now.isoformat('T', 'seconds')}"
     )
     print()
-    for decision in policy_set.decide_all(sample.facts, sample.sender, now):
-        print(_explain_line(sample, decision, policy_set))
+    for outcome in outcomes(sample, policy_set, now):
+        node = policy_set.nodes[outcome.decision.receiver]
+        print(_explain_line(node.id, node.name_zh, outcome))
+    return 0
+
+
+def _explain_on_node(args: argparse.Namespace) -> int:
+    if not args.ref:
+        print(
+            "guantong: give --record FILE, or --ref REF to ask the running node",
+            file=sys.stderr,
+        )
+        return 2
+    if args.at is not None:
+        print(
+            "guantong: --at needs --record; a node decides as at now", file=sys.stderr
+        )
+        return 2
+    stub = admin_grpc.AdminStub(local_channel(args))
+    response = call(stub.Explain, admin.ExplainRequest(ref=args.ref), timeout=30)
+
+    facts = RecordFacts(
+        kind=response.kind,
+        origin=response.sender,
+        category=response.category or None,
+        level=response.level or None,
+        exercise=response.exercise,
+        addressed_to=tuple(response.addressed_to),
+    )
+    name = f"{args.ref} (version {response.subject_version})"
+    print(_describe(name, response.sender, facts))
+    if not response.incident_known:
+        print("  (its incident is not held: category and level are unknown)")
+    print(
+        f"under the agreements {response.sender} has in force, at {_time(response.at)}"
+    )
+    print()
+    for node in response.nodes:
+        outcome = NodeOutcome(
+            Decision(
+                receiver=node.node,
+                allowed=node.allowed,
+                agreement_id=node.agreement_id or None,
+                agreement_version=node.agreement_version or None,
+                rule=node.rule,
+                reason=node.reason,
+                withheld_fields=tuple(node.withheld_fields),
+                no_further_sharing=node.no_further_sharing,
+            ),
+            node.receives,
+            node.rule,
+            node.reason,
+        )
+        print(_explain_line(node.node, node.name_zh, outcome))
     return 0
 
 
@@ -194,9 +302,8 @@ def _one_record(path: Path, ref: str | None) -> SampleRecord:
     raise ValueError(f"no record with ref {ref!r}")
 
 
-def _describe_record(sample: SampleRecord) -> str:
-    facts = sample.facts
-    parts = [f"{sample.ref}: {facts.kind} from {sample.sender}"]
+def _describe(ref: str, sender: str, facts: RecordFacts) -> str:
+    parts = [f"{ref}: {facts.kind} from {sender}"]
     if facts.category is not None:
         parts.append(f"category {facts.category}")
     if facts.level is not None:
@@ -208,18 +315,15 @@ def _describe_record(sample: SampleRecord) -> str:
     return ", ".join(parts)
 
 
-def _explain_line(
-    sample: SampleRecord, decision: Decision, policy_set: PolicySet
-) -> str:
-    node = policy_set.nodes[decision.receiver]
-    head = f"{decision.receiver:<6} {node.name_zh}"
-    if decision.allowed and not delivers(sample, decision):
-        return (
-            f"{head}\n    kept back: nothing of substance is left after "
-            f"withholding {', '.join(decision.withheld_fields)}"
-        )
-    if not decision.allowed:
-        return f"{head}\n    kept back by {decision.rule}: {decision.reason}"
+def _describe_record(sample: SampleRecord) -> str:
+    return _describe(sample.ref, sample.sender, sample.facts)
+
+
+def _explain_line(node_id: str, name_zh: str, outcome: NodeOutcome) -> str:
+    head = f"{node_id:<6} {name_zh}"
+    decision = outcome.decision
+    if not outcome.receives:
+        return f"{head}\n    kept back by {outcome.rule}: {outcome.reason}"
     withheld = ", ".join(decision.withheld_fields) or "none"
     onward = "no further sharing" if decision.no_further_sharing else "may share on"
     return (
@@ -233,14 +337,15 @@ def _explain_line(
 
 
 def run_diff(args: argparse.Namespace) -> int:
+    source = args.records or args.config
     try:
         old, new = load_policies(args.old), load_policies(args.new)
-        samples = read_sample(read_jsonl(args.records))
+        samples = _diff_samples(args)
     except ConfigError as exc:
         _print_problems(exc.problems)
         return 2
-    except (InvalidRecord, ValueError, OSError) as exc:
-        print(f"guantong: {args.records}: {exc}", file=sys.stderr)
+    except (GuantongError, ValueError, OSError) as exc:
+        print(f"guantong: {source}: {exc}", file=sys.stderr)
         return 2
 
     now = args.at or datetime.now(UTC)
@@ -253,6 +358,17 @@ def run_diff(args: argparse.Namespace) -> int:
             print("\n".join(lines))
     print(f"{changed} of {len(samples)} records would flow differently")
     return 0
+
+
+def _diff_samples(args: argparse.Namespace) -> list[SampleRecord]:
+    if args.records is not None:
+        return read_sample(read_jsonl(args.records))
+    config = load_config(args.config)
+    database = ReadOnlyDatabase(config.effective_database_url)
+    try:
+        return published_samples(database)
+    finally:
+        database.close()
 
 
 def _record_changes(
@@ -291,6 +407,66 @@ def _why_not(
     if decision.allowed:
         return "nothing of substance is left after withholding"
     return f"{decision.rule}: {decision.reason}"
+
+
+# --- a running node's agreements ----------------------------------------------
+
+
+def run_reload(args: argparse.Namespace) -> int:
+    stub = admin_grpc.AdminStub(local_channel(args))
+    response = call(stub.ReloadPolicies, admin.ReloadPoliciesRequest(), timeout=30)
+    in_force = _versions(response.agreements)
+    if not response.ok:
+        print(
+            f"refused: {len(response.problems)} problem(s); still in force: {in_force}"
+        )
+        for problem in response.problems:
+            print(f"error: {problem}")
+        return 1
+    print(f"reloaded: {in_force}")
+    for warning in response.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    stub = admin_grpc.AdminStub(local_channel(args))
+    response = call(stub.PolicyStatus, admin.PolicyStatusRequest(), timeout=30)
+    loaded_at = _time(response.loaded_at)
+    print(
+        f"node {response.node}: {len(response.agreements)} agreement(s) in force, "
+        f"loaded {loaded_at}"
+    )
+    for agreement in response.agreements:
+        print(f"  {agreement.id} v{agreement.version}  {agreement.title}")
+    if response.HasField("last_refused"):
+        refused = response.last_refused
+        print(
+            f"reload refused at {_time(refused.at)}: {len(refused.problems)} "
+            "problem(s); the agreements above stay in force"
+        )
+        for problem in refused.problems:
+            print(f"  error: {problem}")
+    for warning in response.warnings:
+        print(f"warning: {warning}")
+    if not response.mismatches:
+        print("no version mismatches seen with peers")
+    for mismatch in response.mismatches:
+        ours = f"v{mismatch.ours}" if mismatch.ours else "not held"
+        print(
+            f"mismatch: {mismatch.peer} {mismatch.agreement_id}: ours {ours}, "
+            f"theirs v{mismatch.theirs} ({mismatch.seen_as}, "
+            f"{mismatch.messages} message(s), last {_time(mismatch.last_at)})"
+        )
+    return 0
+
+
+def _versions(agreements: Sequence[admin.AgreementInForce]) -> str:
+    return ", ".join(f"{a.id} v{a.version}" for a in agreements) or "no agreements"
+
+
+def _time(stamp) -> str:  # type: ignore[no-untyped-def]
+    return stamp.ToDatetime(UTC).isoformat("T", "seconds")
 
 
 def _print_problems(problems: Sequence[str]) -> None:
