@@ -41,6 +41,13 @@ PHASES: dict[str, tuple[int, str]] = {
     "fluctuating": (pb.FLUCTUATING, "震荡期 fluctuating"),
     "subsiding": (pb.SUBSIDING, "回落期 subsiding"),
 }
+STATUSES: dict[str, tuple[int, str]] = {
+    "open": (pb.INCIDENT_OPEN, "处置中 open"),
+    "closed": (pb.INCIDENT_CLOSED, "已办结 closed"),
+}
+# How a subject's state reads to staff, beside its kind's own labels.
+RETRACTED_LABEL = "已撤回 retracted"
+SUPERSEDED_LABEL = "已被替代 superseded"
 # Record kinds by the names agreements and files use.
 KINDS: dict[str, int] = {
     "incident": pb.INCIDENT,
@@ -52,6 +59,7 @@ KINDS: dict[str, int] = {
 KIND_NAMES: dict[int, str] = {number: name for name, number in KINDS.items()}
 CATEGORY_CODES: dict[int, str] = {number: code for code, (number, _) in CATEGORIES.items()}
 PHASE_CODES: dict[int, str] = {number: code for code, (number, _) in PHASES.items()}
+STATUS_CODES: dict[int, str] = {number: code for code, (number, _) in STATUSES.items()}
 
 _REGION_CODE = re.compile(r"[0-9]{6}")
 _NODE_ID = re.compile(r"CN(-[A-Z]{2})?")
@@ -126,6 +134,13 @@ def facts_of(
     if incident is not None:
         base = incident_facts(kind, origin, incident)
         return RecordFacts(**{**base.__dict__, "addressed_to": addressed})
+    if kind == "statement" and record.statement.topic_category:
+        # A topic statement is judged by its topic's category. It has no level,
+        # so a flow with a level condition does not share it (an unknown level
+        # fails such a condition): topic statements travel only under flows
+        # that do not ask for a level.
+        category = CATEGORY_CODES.get(record.statement.topic_category)
+        return RecordFacts(kind=kind, origin=origin, category=category)
     return RecordFacts(kind=kind, origin=origin, addressed_to=addressed)
 
 
@@ -145,8 +160,7 @@ def validate(record: pb.Record) -> None:
     if kind == "incident":
         _validate_incident(record.incident)
     elif kind == "statement":
-        _require(record.statement.text, "statement.text")
-        _require(record.statement.approved_by, "statement.approved_by")
+        _validate_statement(record.statement)
     elif kind == "joint_request":
         request = record.joint_request
         _require(request.incident_subject, "joint_request.incident_subject")
@@ -176,6 +190,25 @@ def _require(value: str, name: str) -> None:
         raise InvalidRecord(name, "is required and must not be blank")
 
 
+def _validate_statement(statement: pb.ResponseStatement) -> None:
+    _require(statement.text, "statement.text")
+    _require(statement.approved_by, "statement.approved_by")
+    topic = statement.topic_category
+    if topic and topic not in CATEGORY_CODES:
+        raise InvalidRecord(
+            "statement.topic_category", f"unknown category number {topic}"
+        )
+    if statement.incident_subject and (topic or statement.topic_keywords):
+        raise InvalidRecord(
+            "statement.topic_category",
+            "a statement answers an incident or a topic, not both",
+        )
+    if statement.topic_keywords and not topic:
+        raise InvalidRecord(
+            "statement.topic_category", "a topic's keywords need its category"
+        )
+
+
 def _validate_incident(incident: pb.IncidentReport) -> None:
     _require(incident.title, "incident.title")
     if incident.category not in CATEGORY_CODES:
@@ -189,6 +222,14 @@ def _validate_incident(incident: pb.IncidentReport) -> None:
             raise InvalidRecord(
                 "incident.regions", f"{code!r} is not a six-digit administrative code"
             )
+    if incident.status not in STATUS_CODES:
+        raise InvalidRecord(
+            "incident.status", f"unknown status number {incident.status}"
+        )
+    if incident.status == pb.INCIDENT_CLOSED and not incident.review.strip():
+        raise InvalidRecord(
+            "incident.review", "a closed incident needs its review notes (复盘)"
+        )
 
 
 # --- the publisher's JSON shape (the sample file) ---------------------------
@@ -230,6 +271,11 @@ def _incident_from_json(data: dict[str, Any], origin: str) -> pb.Record:
     phase = data.get("phase", "emerging")
     if phase not in PHASES:
         raise InvalidRecord("phase", f"unknown phase {phase!r}; one of {', '.join(PHASES)}")
+    status = data.get("status", "open")
+    if status not in STATUSES:
+        raise InvalidRecord(
+            "status", f"unknown status {status!r}; one of {', '.join(STATUSES)}"
+        )
     incident = pb.IncidentReport(
         title=_text(data, "title"),
         summary=_text(data, "summary", required=False),
@@ -240,6 +286,8 @@ def _incident_from_json(data: dict[str, Any], origin: str) -> pb.Record:
         entities=_strings(data, "entities"),
         keywords=_strings(data, "keywords"),
         exercise=_bool(data, "exercise"),
+        status=STATUSES[status][0],
+        review=_text(data, "review", required=False),
     )
     for i, platform in enumerate(data.get("platforms") or []):
         if not isinstance(platform, dict) or not isinstance(platform.get("name"), str):
@@ -257,12 +305,30 @@ def _incident_from_json(data: dict[str, Any], origin: str) -> pb.Record:
 
 
 def _statement_from_json(data: dict[str, Any], origin: str) -> pb.Record:
+    """A statement for an incident (``incident_ref``) or for a topic
+    (``category`` and ``keywords``)."""
     statement = pb.ResponseStatement(
         text=_text(data, "text"),
         approved_by=_text(data, "approved_by"),
     )
     if data.get("incident_ref"):
+        if "category" in data or "keywords" in data:
+            raise InvalidRecord(
+                "category", "a statement answers an incident (incident_ref) or a topic "
+                "(category, keywords), not both"
+            )
         statement.incident_subject = subject_id(origin, _text(data, "incident_ref"))
+    if "category" in data:
+        category = data["category"]
+        if category not in CATEGORIES:
+            raise InvalidRecord(
+                "category",
+                f"unknown category {category!r}; one of {', '.join(CATEGORIES)}",
+            )
+        statement.topic_category = CATEGORIES[category][0]
+        statement.topic_keywords.extend(_strings(data, "keywords"))
+    elif "keywords" in data:
+        raise InvalidRecord("keywords", "a topic statement needs its category too")
     if data.get("supersedes"):
         statement.supersedes = subject_id(origin, _text(data, "supersedes"))
     return pb.Record(statement=statement)
