@@ -8,12 +8,20 @@ keyed on (origin, message id). A redelivered duplicate is a successful no-op;
 the same id with other content is rejected and recorded. Refusals are recorded
 in the audit table, never stored as records, and never stall the messages
 after them in the batch.
+
+Records change by new versions of a subject, and only the subject's origin
+may publish them: a subject id must be ``<origin>/<ref>``. A version not newer
+than the newest held, or any version after a retraction, is a recorded no-op
+answered as a duplicate, so the sender settles it rather than retrying it for
+ever. An update of a subject this node already holds passes even when this
+node's agreements would not let the new version in from scratch, and a
+retraction passes only for a subject this node holds (see ``_admit``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import structlog
@@ -24,9 +32,15 @@ from node.appliers import Appliers
 from node.clock import Clock
 from node.envelopes import Opened, log_entry_for, open_envelope, read_stored
 from node.errors import InvalidRecord
-from node.records import KIND_NAMES, facts_of, incident_subject_of
+from node.records import (
+    KIND_NAMES,
+    RecordFacts,
+    facts_of,
+    incident_subject_of,
+    subject_id,
+)
 from node.storage import Store
-from node.storage.types import NewEntry, ReceiveOutcome, Refusal
+from node.storage.types import NewEntry, Received, ReceiveOutcome, Refusal
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +57,20 @@ class Result:
     message_id: str
     outcome: Outcome
     reason: str = ""
+
+
+# What the refusals table calls a recorded no-op for an old version.
+STALE_VERSION = "stale_version"
+
+
+@dataclass
+class _Batch:
+    """What earlier envelopes of one batch admitted, for those after them."""
+
+    # Incidents, for statements that follow them.
+    incidents: dict[str, pb.IncidentReport] = field(default_factory=dict)
+    # Every subject admitted, for updates and retractions that follow.
+    subjects: set[str] = field(default_factory=set)
 
 
 class Refused(Exception):
@@ -77,18 +105,18 @@ class Receiver:
         results: list[Result | None] = [None] * len(envelopes)
         to_store: list[tuple[int, NewEntry]] = []
         refusals: list[Refusal] = []
-        # Incidents earlier in this batch, for statements that follow them.
-        batch_incidents: dict[str, pb.IncidentReport] = {}
+        batch = _Batch()
 
         for index, envelope in enumerate(envelopes):
             try:
-                opened = self._admit(sender, envelope, batch_incidents)
+                opened = self._admit(sender, envelope, batch)
             except Refused as refused:
                 results[index] = Result(envelope.message_id, refused.outcome, refused.reason)
                 refusals.append(_refusal(now, sender, envelope, refused.outcome, refused.reason))
                 continue
             if opened.kind == "incident":
-                batch_incidents[opened.envelope.subject_id] = opened.record.incident
+                batch.incidents[opened.envelope.subject_id] = opened.record.incident
+            batch.subjects.add(opened.envelope.subject_id)
             to_store.append((index, log_entry_for(opened.envelope, opened.kind)))
 
         outcomes = self.store.append_received(
@@ -102,32 +130,57 @@ class Receiver:
             self.on_stored()
         return [r for r in results if r is not None]
 
-    def _admit(
-        self, sender: str, envelope: pb.Envelope, batch_incidents: dict[str, pb.IncidentReport]
-    ) -> Opened:
+    def _admit(self, sender: str, envelope: pb.Envelope, batch: _Batch) -> Opened:
         """The envelope ready to store, or Refused saying why not."""
         try:
             opened = open_envelope(envelope)
         except InvalidRecord as exc:
             raise Refused(Outcome.REJECTED_INVALID, str(exc)) from exc
 
-        if envelope.origin_node != sender:
+        origin = envelope.origin_node
+        if origin != sender:
             raise Refused(
                 Outcome.REFUSED_BY_AGREEMENT,
                 f"{sender} may only send its own records; this one is from "
-                f"{envelope.origin_node} and onward sharing is not enabled",
+                f"{origin} and onward sharing is not enabled",
             )
+        if envelope.subject_id != subject_id(origin, envelope.ref):
+            # Only a subject's origin may publish versions of it, and the
+            # subject id names the origin.
+            raise Refused(
+                Outcome.REJECTED_INVALID,
+                f"subject {envelope.subject_id!r} is not {origin}'s: only a subject's "
+                f"origin may publish versions of it, and {origin}'s subject for ref "
+                f"{envelope.ref!r} is {subject_id(origin, envelope.ref)!r}",
+            )
+        if opened.kind == "retraction":
+            return self._admit_retraction(opened, batch)
 
         incident_subject = incident_subject_of(opened.record)
         incident = None
         if incident_subject:
-            incident = batch_incidents.get(incident_subject) or self._held_incident(
+            incident = batch.incidents.get(incident_subject) or self._held_incident(
                 incident_subject
             )
-        facts = facts_of(opened.record, envelope.origin_node, incident)
+        facts = facts_of(opened.record, origin, incident)
         decision = self.policies.current.decide(facts, sender, self.node_id, self.clock.now())
         if not decision.allowed:
-            raise Refused(Outcome.REFUSED_BY_AGREEMENT, decision.reason)
+            if not self._holds(envelope.subject_id, origin, batch):
+                raise Refused(Outcome.REFUSED_BY_AGREEMENT, decision.reason)
+            # This node already holds an earlier version from the same origin:
+            # the update passes although our agreements would not let the new
+            # version in from scratch (a level lowered below a threshold, say),
+            # so that we do not keep a stale picture. Whether it is newer than
+            # what we hold is the store's to judge.
+            log.info(
+                "policy.update_of_held_subject",
+                message_id=envelope.message_id,
+                subject=envelope.subject_id,
+                version=envelope.subject_version,
+                denied_by=decision.rule,
+            )
+            fields = self._withheld_under_own_copy(facts, envelope)
+            return self._apply_own_withholding(opened, fields)
 
         if decision.agreement_id == envelope.agreement_id and (
             decision.agreement_version != envelope.agreement_version
@@ -140,6 +193,46 @@ class Receiver:
                 message_id=envelope.message_id,
             )
         return self._apply_own_withholding(opened, decision.withheld_fields)
+
+    def _admit_retraction(self, opened: Opened, batch: _Batch) -> Opened:
+        """A retraction travels by history, not by the agreements' flows: it is
+        taken from a subject's origin for a subject this node holds."""
+        envelope = opened.envelope
+        if opened.record.retraction.subject_id != envelope.subject_id:
+            raise Refused(
+                Outcome.REJECTED_INVALID,
+                f"the retraction withdraws {opened.record.retraction.subject_id!r} "
+                f"but is sent as a version of {envelope.subject_id!r}",
+            )
+        if not self._holds(envelope.subject_id, envelope.origin_node, batch):
+            raise Refused(
+                Outcome.REFUSED_BY_AGREEMENT,
+                f"retraction of {envelope.subject_id}, which this node never held",
+            )
+        facts = facts_of(opened.record, envelope.origin_node)
+        fields = self._withheld_under_own_copy(facts, envelope)
+        return self._apply_own_withholding(opened, fields)
+
+    def _holds(self, subject: str, origin: str, batch: _Batch) -> bool:
+        """Whether a version of ``subject`` from ``origin`` is held here."""
+        if subject in batch.subjects:
+            return True
+        held = self.store.latest(subject)
+        return held is not None and held.origin == origin
+
+    def _withheld_under_own_copy(
+        self, facts: RecordFacts, envelope: pb.Envelope
+    ) -> tuple[str, ...]:
+        """What our copy of the agreement the sender named withholds.
+
+        Gap (issue 3): if that agreement is not in our copy any more, nothing
+        extra is withheld from an update of a held subject.
+        """
+        agreement = self.policies.current.agreement(envelope.agreement_id)
+        if agreement is None:
+            return ()
+        fields = agreement.withheld_fields(facts.kind, self.node_id, facts.level)
+        return tuple(sorted(fields))
 
     def _apply_own_withholding(self, opened: Opened, fields: Sequence[str]) -> Opened:
         """Stricter wins: remove what our copy withholds and the sender sent."""
@@ -174,11 +267,11 @@ class Receiver:
         self,
         sender: str,
         entry: NewEntry,
-        stored: ReceiveOutcome,
+        stored: Received,
         now,  # type: ignore[no-untyped-def]
         refusals: list[Refusal],
     ) -> Result:
-        if stored is ReceiveOutcome.ACCEPTED:
+        if stored.outcome is ReceiveOutcome.ACCEPTED:
             log.info(
                 "message.received",
                 origin=entry.origin,
@@ -188,16 +281,35 @@ class Receiver:
                 version=entry.subject_version,
             )
             return Result(entry.message_id, Outcome.ACCEPTED)
-        if stored is ReceiveOutcome.DUPLICATE:
+        if stored.outcome is ReceiveOutcome.DUPLICATE:
             log.info("message.duplicate", origin=entry.origin, message_id=entry.message_id)
             return Result(entry.message_id, Outcome.DUPLICATE)
-        reason = "this message id (or this subject version) is already held with other content"
-        log.warning("message.conflict", origin=entry.origin, message_id=entry.message_id)
+        if stored.outcome is ReceiveOutcome.STALE:
+            # Answered as a duplicate so the sender settles it; recorded, since
+            # a stale version arriving says something about the sender.
+            log.info(
+                "message.stale",
+                origin=entry.origin,
+                message_id=entry.message_id,
+                subject=entry.subject_id,
+                reason=stored.reason,
+            )
+            refusals.append(
+                Refusal(now, sender, entry.origin, entry.message_id, entry.kind,
+                        STALE_VERSION, stored.reason)
+            )
+            return Result(entry.message_id, Outcome.DUPLICATE, stored.reason)
+        log.warning(
+            "message.conflict",
+            origin=entry.origin,
+            message_id=entry.message_id,
+            reason=stored.reason,
+        )
         refusals.append(
             Refusal(now, sender, entry.origin, entry.message_id, entry.kind,
-                    Outcome.REJECTED_INVALID.value, reason)
+                    Outcome.REJECTED_INVALID.value, stored.reason)
         )
-        return Result(entry.message_id, Outcome.REJECTED_INVALID, reason)
+        return Result(entry.message_id, Outcome.REJECTED_INVALID, stored.reason)
 
 
 def _refusal(now, sender: str, envelope: pb.Envelope, outcome: Outcome, reason: str) -> Refusal:  # type: ignore[no-untyped-def]

@@ -35,6 +35,7 @@ from node.storage.types import (
     OutboxItem,
     PeerBackoff,
     PeerCounts,
+    Received,
     ReceiveOutcome,
     Refusal,
 )
@@ -166,44 +167,79 @@ class Store:
         sender: str,
         now: datetime,
         apply: ApplyHook | None = None,
-    ) -> list[ReceiveOutcome]:
+    ) -> list[Received]:
         """Store received messages in one transaction, keyed on (origin, id).
 
-        A message already held with the same content is a duplicate (no-op);
-        with different content it is a conflict and is not stored. ``apply``
-        runs in the same transaction for each newly stored message.
+        Records change by new versions, never by edits, so only a version
+        newer than every one held is stored. A message already held with the
+        same content is a duplicate; the same message id or subject version
+        with other content is a conflict; an older version, or anything after
+        a retraction, is stale. None of those is stored. ``apply`` runs in
+        the same transaction for each newly stored message.
         """
-        outcomes: list[ReceiveOutcome] = []
+        results: list[Received] = []
         with self.write() as connection:
             for entry in entries:
-                held = connection.execute(
-                    select(t.log.c.content_sha256).where(
-                        t.log.c.origin == entry.origin, t.log.c.message_id == entry.message_id
-                    )
-                ).scalar_one_or_none()
-                if held is None and self._version_held_txn(connection, entry):
-                    outcomes.append(ReceiveOutcome.CONFLICT)
-                elif held is None:
+                result = self._classify_txn(connection, entry)
+                if result.outcome is ReceiveOutcome.ACCEPTED:
                     seq = self._append_txn(connection, entry, sender, now)
                     if apply is not None:
                         apply(connection, seq, entry)
-                    outcomes.append(ReceiveOutcome.ACCEPTED)
-                elif held == entry.content_sha256:
-                    outcomes.append(ReceiveOutcome.DUPLICATE)
-                else:
-                    outcomes.append(ReceiveOutcome.CONFLICT)
-        return outcomes
+                results.append(result)
+        return results
 
-    def _version_held_txn(self, connection: Connection, entry: NewEntry) -> bool:
-        return (
-            connection.execute(
-                select(t.log.c.seq).where(
-                    t.log.c.subject_id == entry.subject_id,
-                    t.log.c.subject_version == entry.subject_version,
-                )
-            ).first()
-            is not None
-        )
+    def _classify_txn(self, connection: Connection, entry: NewEntry) -> Received:
+        """Whether ``entry`` may be stored, judged against what is held."""
+        same_id = connection.execute(
+            select(t.log.c.content_sha256).where(
+                t.log.c.origin == entry.origin, t.log.c.message_id == entry.message_id
+            )
+        ).scalar_one_or_none()
+        if same_id is not None:
+            if same_id == entry.content_sha256:
+                return Received(ReceiveOutcome.DUPLICATE)
+            return Received(
+                ReceiveOutcome.CONFLICT,
+                f"message {entry.message_id} is already held with other content",
+            )
+
+        same_version = connection.execute(
+            select(t.log.c.content_sha256).where(
+                t.log.c.subject_id == entry.subject_id,
+                t.log.c.subject_version == entry.subject_version,
+            )
+        ).scalar_one_or_none()
+        if same_version is not None:
+            if same_version == entry.content_sha256:
+                return Received(ReceiveOutcome.DUPLICATE)
+            return Received(
+                ReceiveOutcome.CONFLICT,
+                f"version {entry.subject_version} of {entry.subject_id} is already "
+                "held with other content",
+            )
+
+        newest = connection.execute(
+            select(t.log.c.subject_version, t.log.c.kind)
+            .where(t.log.c.subject_id == entry.subject_id)
+            .order_by(t.log.c.subject_version.desc())
+            .limit(1)
+        ).first()
+        if newest is None:
+            return Received(ReceiveOutcome.ACCEPTED)
+        if entry.subject_version < newest.subject_version:
+            held = newest.subject_version
+            return Received(
+                ReceiveOutcome.STALE,
+                f"stale version {entry.subject_version}, holding {held}",
+            )
+        if newest.kind == "retraction":
+            # A retracted subject stays retracted, whatever comes after.
+            return Received(
+                ReceiveOutcome.STALE,
+                f"version {entry.subject_version} comes after the retraction of "
+                f"{entry.subject_id} at version {newest.subject_version}",
+            )
+        return Received(ReceiveOutcome.ACCEPTED)
 
     def record_refusals(self, refusals: Sequence[Refusal]) -> None:
         if not refusals:
@@ -274,6 +310,16 @@ class Store:
                 select(func.max(t.log.c.subject_version)).where(t.log.c.subject_id == subject_id)
             ).scalar()
         return int(value or 0)
+
+    def versions(self, subject_id: str) -> list[LogEntry]:
+        """Every version of a subject held here, oldest first."""
+        query = (
+            select(t.log)
+            .where(t.log.c.subject_id == subject_id)
+            .order_by(t.log.c.subject_version, t.log.c.seq)
+        )
+        with self.read() as connection:
+            return [_entry(row) for row in connection.execute(query)]
 
     def decisions_for(self, seq: int) -> list[DecisionRow]:
         query = (

@@ -85,5 +85,18 @@ class Refusal:
 
 class ReceiveOutcome(Enum):
     ACCEPTED = "accepted"
+    # Already held with the same content: nothing changed.
     DUPLICATE = "duplicate"
+    # Not newer than the newest version held, or the subject is retracted:
+    # nothing changed, and the receiver records why.
+    STALE = "stale"
+    # The same message id, or the same subject version, held with other content.
     CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class Received:
+    """What storing one received message did, and why when it did nothing."""
+
+    outcome: ReceiveOutcome
+    reason: str = ""

@@ -14,17 +14,24 @@ from node.storage.types import DecisionRow, NewEntry, PeerBackoff, ReceiveOutcom
 NOW = datetime(2025, 7, 1, 8, 0, tzinfo=UTC)
 
 
-def entry(ref: str, version: int = 1, origin: str = "CN-HB", payload: bytes = b"x") -> NewEntry:
+def entry(
+    ref: str,
+    version: int = 1,
+    origin: str = "CN-HB",
+    payload: bytes = b"x",
+    kind: str = "incident",
+    message_id: str | None = None,
+) -> NewEntry:
     subject = f"{origin}/{ref}"
     return NewEntry(
         origin=origin,
-        message_id=f"{ref}-v{version}",
-        kind="incident",
+        message_id=message_id or f"{ref}-v{version}",
+        kind=kind,
         subject_id=subject,
         subject_version=version,
         ref=ref,
         envelope=b"envelope:" + payload,
-        content_sha256=content_digest(payload, "incident", subject, version),
+        content_sha256=content_digest(payload, kind, subject, version),
     )
 
 
@@ -72,15 +79,55 @@ def test_outbox_is_taken_in_order_and_settled_rows_leave_it(store):
     assert (counts.pending, counts.delivered, counts.dead_letters) == (3, 1, 1)
 
 
+def outcomes(results):
+    return [result.outcome for result in results]
+
+
 def test_received_message_is_stored_once_and_a_changed_copy_is_a_conflict(store):
-    assert store.append_received([entry("A", origin="CN-HN")], "CN-HN", NOW) == [ReceiveOutcome.ACCEPTED]
+    first = store.append_received([entry("A", origin="CN-HN")], "CN-HN", NOW)
     again = store.append_received([entry("A", origin="CN-HN")], "CN-HN", NOW)
     changed = store.append_received([entry("A", origin="CN-HN", payload=b"y")], "CN-HN", NOW)
 
-    assert again == [ReceiveOutcome.DUPLICATE]
-    assert changed == [ReceiveOutcome.CONFLICT]
+    assert outcomes(first) == [ReceiveOutcome.ACCEPTED]
+    assert outcomes(again) == [ReceiveOutcome.DUPLICATE]
+    assert outcomes(changed) == [ReceiveOutcome.CONFLICT]
     [held] = store.received(0, 10)
     assert held.envelope == b"envelope:x" and held.received_from == "CN-HN"
+
+
+def test_version_older_than_the_newest_held_is_stale_and_not_stored(store):
+    store.append_received([entry("A", 3, origin="CN-HN")], "CN-HN", NOW)
+
+    [late] = store.append_received([entry("A", 2, origin="CN-HN")], "CN-HN", NOW)
+
+    assert late.outcome is ReceiveOutcome.STALE
+    assert late.reason == "stale version 2, holding 3"
+    assert [e.subject_version for e in store.versions("CN-HN/A")] == [3]
+
+
+def test_held_version_under_another_message_id_is_a_duplicate_or_a_conflict(store):
+    store.append_received([entry("A", origin="CN-HN")], "CN-HN", NOW)
+    same = entry("A", origin="CN-HN", message_id="other-id")
+    other = entry("A", origin="CN-HN", payload=b"y", message_id="third-id")
+
+    [duplicate] = store.append_received([same], "CN-HN", NOW)
+    [conflict] = store.append_received([other], "CN-HN", NOW)
+
+    assert duplicate.outcome is ReceiveOutcome.DUPLICATE
+    assert conflict.outcome is ReceiveOutcome.CONFLICT
+    assert conflict.reason == "version 1 of CN-HN/A is already held with other content"
+    assert len(store.versions("CN-HN/A")) == 1
+
+
+def test_nothing_newer_is_stored_after_a_retraction(store):
+    retraction = entry("A", 2, origin="CN-HN", kind="retraction")
+    store.append_received([entry("A", 1, origin="CN-HN"), retraction], "CN-HN", NOW)
+
+    [after] = store.append_received([entry("A", 3, origin="CN-HN")], "CN-HN", NOW)
+
+    assert after.outcome is ReceiveOutcome.STALE
+    assert "after the retraction of CN-HN/A at version 2" in after.reason
+    assert [e.kind for e in store.versions("CN-HN/A")] == ["incident", "retraction"]
 
 
 def test_backoff_survives_a_new_store_on_the_same_database(store, database_url):
