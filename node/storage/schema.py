@@ -7,7 +7,12 @@
 - ``outbox``: one row per record and peer that may receive it, holding the
   envelope exactly as that peer gets it (fields withheld for that hop).
 - ``peer_state``: the per-peer backoff, so a restart resumes it.
-- ``refusals``: messages a peer sent that we refused, for the audit trail.
+- ``refusals``: messages a peer sent that we refused, for the audit trail
+  (stale versions, recorded no-ops, among them).
+- ``subjects``, ``statements``, ``cases``: views of the log, one row per
+  subject, written by appliers in the transaction of the log row they derive
+  from (``node.lifecycle``): a subject's newest version and whether it is
+  retracted; the statement library; closed incidents with their review.
 """
 
 from __future__ import annotations
@@ -132,3 +137,63 @@ refusals = Table(
 PENDING = "PENDING"
 DELIVERED = "DELIVERED"
 DEAD_LETTER = "DEAD_LETTER"
+
+
+# --- views of the log kept by appliers (migration 0002) ---------------------
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("subject_id", String(96), primary_key=True),
+    Column("origin", NodeId, nullable=False),
+    Column("ref", String(64), nullable=False),
+    # What the subject is; a retraction is a version of it, not its kind.
+    Column("kind", String(16), nullable=False),
+    # An incident's category, or a topic statement's; what searches filter on.
+    Column("category", String(32), nullable=True),
+    Column("latest_version", Integer, nullable=False),
+    Column("latest_seq", Id, ForeignKey("log.seq"), nullable=False),
+    # The peer that delivered the newest version; NULL on the origin.
+    Column("received_from", NodeId, nullable=True),
+    Column("updated_at", Stamp, nullable=False),
+    Column("retracted", Boolean, nullable=False, default=False),
+    Column("retracted_version", Integer, nullable=True),
+    Column("retraction_reason", Text, nullable=True),
+)
+
+statements = Table(
+    "statements",
+    metadata,
+    Column("subject_id", String(96), primary_key=True),
+    Column("origin", NodeId, nullable=False),
+    Column("ref", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("log_seq", Id, ForeignKey("log.seq"), nullable=False),
+    # The statement's category is its topic's or its incident's, read from
+    # ``subjects`` when searching, so it follows the incident's newest version.
+    Column("incident_subject", String(96), nullable=True),
+    Column("supersedes", String(96), nullable=True),
+    Column("superseded_by", String(96), nullable=True),
+    Column("issued_at", Stamp, nullable=False),
+    Column("received_from", NodeId, nullable=True),
+    # NFKC-normalised, case-folded text, keywords and approver, for substring
+    # search (see node.storage.library).
+    Column("search_text", Text, nullable=False),
+    Index("ix_statements_issued", "issued_at"),
+    Index("ix_statements_supersedes", "supersedes"),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("subject_id", String(96), primary_key=True),
+    Column("origin", NodeId, nullable=False),
+    Column("ref", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("log_seq", Id, ForeignKey("log.seq"), nullable=False),
+    Column("closed_at", Stamp, nullable=False),
+    Column("received_from", NodeId, nullable=True),
+    # Normalised title, summary, review and keywords.
+    Column("search_text", Text, nullable=False),
+    Index("ix_cases_closed", "closed_at"),
+)
