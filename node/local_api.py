@@ -7,18 +7,22 @@ back. Status codes are chosen here and only here.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
-from node.errors import InvalidRecord
+from guantong.v1 import records_pb2 as pb
 from node.envelopes import read_stored
-from node.publishing import Publisher
-from node.records import subject_id, timestamp
+from node.errors import InvalidRecord
+from node.publishing import Published, Publisher
+from node.records import CATEGORIES, CATEGORY_CODES, is_node_id, subject_id, timestamp
 from node.storage import Store
+from node.storage.library import Found, Library, search_terms
 from node.storage.types import DecisionRow, LogEntry
 
 log = structlog.get_logger(__name__)
@@ -56,20 +60,71 @@ class LocalService(api_grpc.LocalServicer):
         self.store = store
         self.publisher = publisher
         self.signal = signal
+        self.library = Library(store)
 
     def Publish(self, request: api.PublishRequest, context: grpc.ServicerContext) -> api.PublishResponse:
         if not request.HasField("record"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "record: is required")
-        try:
-            published = self.publisher.publish(request.ref, request.record, request.author_unit)
-        except InvalidRecord as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return api.PublishResponse(
-            message_id=published.message_id,
-            subject_id=published.subject_id,
-            subject_version=published.subject_version,
-            destinations=[_destination(d) for d in published.decisions],
+        publisher, unit = self.publisher, request.author_unit
+        return _publishing(
+            context, lambda: publisher.publish(request.ref, request.record, unit)
         )
+
+    def Retract(
+        self, request: api.RetractRequest, context: grpc.ServicerContext
+    ) -> api.PublishResponse:
+        publisher, unit = self.publisher, request.author_unit
+        return _publishing(
+            context, lambda: publisher.retract(request.ref, request.reason, unit)
+        )
+
+    def CloseIncident(
+        self, request: api.CloseIncidentRequest, context: grpc.ServicerContext
+    ) -> api.PublishResponse:
+        publisher, unit = self.publisher, request.author_unit
+        return _publishing(
+            context, lambda: publisher.close(request.ref, request.review, unit)
+        )
+
+    def Show(
+        self, request: api.ShowRequest, context: grpc.ServicerContext
+    ) -> api.ShowResponse:
+        origin = request.origin or self.node_id
+        if not is_node_id(origin):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"origin: not a node id: {origin!r}"
+            )
+        subject = subject_id(origin, request.ref)
+        versions = self.store.versions(subject)
+        if not versions:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"{subject} is not held by {self.node_id}"
+            )
+        superseded_by = self.library.superseded_by(subject)
+        return _history(subject, versions, self.store, superseded_by)
+
+    def SearchStatements(
+        self, request: api.SearchStatementsRequest, context: grpc.ServicerContext
+    ) -> api.SearchStatementsResponse:
+        found = self.library.search_statements(
+            search_terms(request.text),
+            category=_category(request.category, context),
+            since=_time_or_none(request, "since"),
+            until=_time_or_none(request, "until"),
+            limit=_page(request.limit),
+        )
+        hits = [_statement_hit(f) for f in found]
+        return api.SearchStatementsResponse(statements=hits)
+
+    def SearchCases(
+        self, request: api.SearchCasesRequest, context: grpc.ServicerContext
+    ) -> api.SearchCasesResponse:
+        found = self.library.search_cases(
+            search_terms(request.text),
+            category=_category(request.category, context),
+            limit=_page(request.limit),
+        )
+        return api.SearchCasesResponse(cases=[_case_hit(f) for f in found])
 
     def Inbox(self, request: api.InboxRequest, context: grpc.ServicerContext) -> api.InboxResponse:
         entries = self.store.received(request.after_seq, _page(request.limit))
@@ -147,4 +202,111 @@ def _destination(row: DecisionRow) -> api.Destination:
         reason=row.reason,
         withheld_fields=list(row.withheld_fields),
         delivery_state=row.delivery_state or "",
+    )
+
+
+def _publishing(
+    context: grpc.ServicerContext, action: Callable[[], Published]
+) -> api.PublishResponse:
+    """Run a publisher call; a record it refuses is the caller's error."""
+    try:
+        published = action()
+    except InvalidRecord as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    return _published(published)
+
+
+def _published(published: Published) -> api.PublishResponse:
+    return api.PublishResponse(
+        message_id=published.message_id,
+        subject_id=published.subject_id,
+        subject_version=published.subject_version,
+        destinations=[_destination(d) for d in published.decisions],
+    )
+
+
+def _time_or_none(request: Message, name: str) -> datetime | None:
+    return getattr(request, name).ToDatetime(UTC) if request.HasField(name) else None
+
+
+def _category(number: int, context: grpc.ServicerContext) -> str | None:
+    if not number:
+        return None
+    if number not in CATEGORY_CODES:
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"category: unknown number {number}"
+        )
+    return CATEGORY_CODES[number]
+
+
+def _category_number(code: str | None) -> int:
+    return CATEGORIES[code][0] if code else pb.CATEGORY_UNSPECIFIED
+
+
+def _history(
+    subject: str,
+    versions: Sequence[LogEntry],
+    store: Store,
+    superseded_by: str | None,
+) -> api.ShowResponse:
+    """A subject's versions from the log; on the origin, where each went."""
+    opened = [read_stored(entry.envelope) for entry in versions]
+    last = opened[-1]
+    # A retraction is a version of the subject; the subject is what it withdrew.
+    kinds = [o.envelope.kind for o in opened if o.kind != "retraction"]
+    own_kind = kinds[-1] if kinds else last.envelope.kind
+    response = api.ShowResponse(
+        subject_id=subject,
+        origin=last.envelope.origin_node,
+        ref=last.envelope.ref,
+        kind=own_kind,
+        latest_version=last.envelope.subject_version,
+        superseded_by=superseded_by or "",
+    )
+    if last.kind == "retraction":
+        response.retracted = True
+        response.retracted_version = last.envelope.subject_version
+        response.retraction_reason = last.record.retraction.reason
+    for entry, version in zip(versions, opened, strict=True):
+        shown = response.versions.add(
+            version=entry.subject_version,
+            kind=version.envelope.kind,
+            message_id=entry.message_id,
+            author_unit=version.envelope.author_unit,
+            created_at=version.envelope.created_at,
+            stored_at=timestamp(entry.stored_at),
+            received_from=entry.received_from or "",
+            record=version.record,
+        )
+        if entry.received_from is None:
+            decisions = store.decisions_for(entry.seq)
+            shown.destinations.extend(_destination(d) for d in decisions)
+    return response
+
+
+def _statement_hit(found: Found) -> api.StatementHit:
+    return api.StatementHit(
+        subject_id=found.subject_id,
+        origin=found.origin,
+        ref=found.ref,
+        version=found.version,
+        statement=read_stored(found.envelope).record.statement,
+        category=_category_number(found.category),
+        issued_at=timestamp(found.at),
+        received_from=found.received_from or "",
+        superseded_by=found.superseded_by or "",
+        retracted=found.retracted,
+    )
+
+
+def _case_hit(found: Found) -> api.CaseHit:
+    return api.CaseHit(
+        subject_id=found.subject_id,
+        origin=found.origin,
+        ref=found.ref,
+        version=found.version,
+        incident=read_stored(found.envelope).record.incident,
+        closed_at=timestamp(found.at),
+        received_from=found.received_from or "",
+        retracted=found.retracted,
     )

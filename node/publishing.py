@@ -6,14 +6,23 @@ only then is the publish acknowledged. Each outbox row holds the envelope
 exactly as that peer will get it, with the fields its agreement withholds
 already removed, so a resend or a catch-up after an outage sends the same bytes
 the live path would have.
+
+Records change by new versions: publishing a ref again makes the next version
+of the same subject, and it reaches the nodes the agreements allow plus every
+node that holds an earlier version (``node.holders``). A retraction is a
+version too, routed by delivery history alone; after it the subject takes no
+more versions. Closing an incident is a version with status closed and the
+review notes.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import structlog
 
@@ -23,10 +32,20 @@ from node.appliers import Appliers
 from node.clock import Clock
 from node.envelopes import log_entry_for, read_stored, seal
 from node.errors import InvalidRecord
-from node.records import facts_of, incident_subject_of, kind_of, subject_id, validate, validate_ref
+from node.holders import retraction_decisions, with_holders
+from node.records import (
+    RecordFacts,
+    facts_of,
+    incident_subject_of,
+    kind_of,
+    subject_id,
+    validate,
+    validate_ref,
+)
 from node.storage import Store
 from node.storage.schema import PENDING
-from node.storage.types import DecisionRow
+from node.storage.subjects import Subjects
+from node.storage.types import DecisionRow, LogEntry
 
 log = structlog.get_logger(__name__)
 
@@ -62,27 +81,28 @@ class Publisher:
         self.clock = clock
         self.on_queued = on_queued
         self.appliers = appliers or Appliers()
+        self.subjects = Subjects(store)
         # Versions are numbered under this lock; the log's unique
-        # (subject, version) constraint backs it up across processes.
-        self._numbering = threading.Lock()
+        # (subject, version) constraint backs it up across processes. Re-entrant
+        # so that close() can read the newest version and publish the next one
+        # without another version slipping in between.
+        self._numbering = threading.RLock()
 
     def publish(self, ref: str, record: pb.Record, author_unit: str = "") -> Published:
         """Validate, decide, store; raise InvalidRecord naming the bad field."""
         validate_ref(ref)
         validate(record)
         kind = kind_of(record)
-        incident = self._incident_for(record)
-        facts = facts_of(record, self.node_id, incident)
-        now = self.clock.now()
-        policy = self.policies.current
-        decisions = policy.decide_all(facts, self.node_id, now)
         subject = subject_id(self.node_id, ref)
 
         with self._numbering:
-            version = self.store.latest_version(subject) + 1
             held = self.store.latest(subject)
-            if held is not None and held.kind != kind:
-                raise InvalidRecord("ref", f"{ref!r} already names a {held.kind}, not a {kind}")
+            _check_next_version(ref, subject, record, held)
+            version = held.subject_version + 1 if held is not None else 1
+            incident = self._incident_for(record)
+            facts = facts_of(record, self.node_id, incident)
+            now = self.clock.now()
+            decisions = self._decide(subject, facts, held, now)
             envelope = seal(
                 message_id=uuid.uuid4().hex,
                 origin=self.node_id,
@@ -92,7 +112,7 @@ class Publisher:
                 subject_version=version,
                 ref=ref,
                 record=record,
-                exercise=facts.exercise,
+                exercise=_exercise(facts, held),
             )
             rows, outbox = self._route(envelope, record, decisions)
             self.store.append_published(
@@ -107,7 +127,7 @@ class Publisher:
             message_id=envelope.message_id,
             version=version,
             queued_for=queued,
-            exercise=facts.exercise,
+            exercise=envelope.exercise,
         )
         for row in rows:
             log.info(
@@ -123,12 +143,56 @@ class Publisher:
             self.on_queued(queued)
         return Published(envelope.message_id, subject, version, tuple(rows))
 
+    def retract(self, ref: str, reason: str, author_unit: str = "") -> Published:
+        """Withdraw this node's subject ``ref`` everywhere it went."""
+        subject = subject_id(self.node_id, ref)
+        retraction = pb.Retraction(subject_id=subject, reason=reason)
+        return self.publish(ref, pb.Record(retraction=retraction), author_unit)
+
+    def close(self, ref: str, review: str, author_unit: str = "") -> Published:
+        """Close this node's incident ``ref`` with its review notes (复盘)."""
+        validate_ref(ref)
+        with self._numbering:
+            held = self.store.latest(subject_id(self.node_id, ref))
+            if held is None or held.kind != "incident":
+                what = f"a {held.kind}" if held is not None else "nothing"
+                raise InvalidRecord(
+                    "ref",
+                    f"{ref!r} names {what} published by {self.node_id}, "
+                    "not an incident",
+                )
+            record = pb.Record()
+            record.CopyFrom(read_stored(held.envelope).record)
+            record.incident.status = pb.INCIDENT_CLOSED
+            record.incident.review = review
+            return self.publish(ref, record, author_unit)
+
+    def _decide(
+        self, subject: str, facts: RecordFacts, held: LogEntry | None, now: datetime
+    ) -> Sequence[Decision]:
+        """What the agreements, and the subject's delivery history, say."""
+        policy = self.policies.current
+        if facts.kind == "retraction":
+            receivers = (node for node in policy.nodes if node != self.node_id)
+            return retraction_decisions(
+                self.subjects.holders(subject), receivers, policy, facts, subject
+            )
+        decisions = policy.decide_all(facts, self.node_id, now)
+        if held is None:
+            return decisions
+        return with_holders(decisions, self.subjects.holders(subject), policy, facts)
+
     def _incident_for(self, record: pb.Record) -> pb.IncidentReport | None:
         """The newest held version of the incident a record belongs to."""
         incident_subject = incident_subject_of(record)
         if incident_subject is None:
             return None
         held = self.store.latest(incident_subject)
+        if held is not None and held.kind == "retraction":
+            raise InvalidRecord(
+                f"{kind_of(record)}.incident_subject",
+                f"incident {incident_subject!r} is retracted",
+            )
         if held is None or held.kind != "incident":
             raise InvalidRecord(
                 f"{kind_of(record)}.incident_subject",
@@ -137,7 +201,7 @@ class Publisher:
         return read_stored(held.envelope).record.incident
 
     def _route(
-        self, envelope: pb.Envelope, record: pb.Record, decisions: list[Decision]
+        self, envelope: pb.Envelope, record: pb.Record, decisions: Sequence[Decision]
     ) -> tuple[list[DecisionRow], list[tuple[str, bytes]]]:
         """Decision rows for every node, and the per-peer envelopes to queue."""
         peers = set(self.peers())
@@ -185,3 +249,38 @@ class Publisher:
         hop.agreement_id = decision.agreement_id or ""
         hop.agreement_version = decision.agreement_version or 0
         return hop.SerializeToString(deterministic=True)
+
+
+def _check_next_version(
+    ref: str, subject: str, record: pb.Record, held: LogEntry | None
+) -> None:
+    """Whether ``record`` may be the next version of the subject ``held``."""
+    kind = kind_of(record)
+    if held is None:
+        if kind == "retraction":
+            raise InvalidRecord(
+                "ref", f"nothing has been published under {ref!r} to retract"
+            )
+        return
+    if held.kind == "retraction":
+        raise InvalidRecord(
+            "ref",
+            f"{ref!r} was retracted at version {held.subject_version}; a retracted "
+            "subject takes no more versions (publish under a new ref)",
+        )
+    if kind == "retraction":
+        if record.retraction.subject_id != subject:
+            raise InvalidRecord(
+                "retraction.subject_id",
+                f"must be {subject!r}, the subject it is published as a version of",
+            )
+        return
+    if held.kind != kind:
+        raise InvalidRecord("ref", f"{ref!r} already names a {held.kind}, not a {kind}")
+
+
+def _exercise(facts: RecordFacts, held: LogEntry | None) -> bool:
+    """A retraction of a drill is a drill too; other records carry their own mark."""
+    if facts.kind == "retraction" and held is not None:
+        return read_stored(held.envelope).envelope.exercise
+    return facts.exercise
