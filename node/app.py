@@ -49,6 +49,9 @@ from node.storage import Store
 log = structlog.get_logger(__name__)
 
 SERVER_WORKERS = 16
+# No SO_REUSEPORT: a second process on the same address must fail to start,
+# not silently share the port and split one node into two.
+SERVER_OPTIONS = (*SERVER_KEEPALIVE_OPTIONS, ("grpc.so_reuseport", 0))
 
 
 class Node:
@@ -110,7 +113,13 @@ class Node:
         )
 
         self._federation_server = self._start_federation_server()
-        self._local_server = self._start_local_server()
+        try:
+            self._local_server = self._start_local_server()
+        except Exception:
+            # Leave nothing serving half a node.
+            self._federation_server.stop(0)
+            self.store.close()
+            raise
         self.senders.start()
         log.info(
             "node.started",
@@ -175,17 +184,18 @@ class Node:
         server = grpc.server(
             futures.ThreadPoolExecutor(SERVER_WORKERS, thread_name_prefix=f"fed-{self.node_id}"),
             interceptors=[CallerAuthInterceptor(self._accept_peer)],
-            options=SERVER_KEEPALIVE_OPTIONS,
+            options=SERVER_OPTIONS,
         )
         fed_grpc.add_FederationServicer_to_server(FederationService(self.receiver), server)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self._add_reflection(server, federation_pb2.DESCRIPTOR.services_by_name["Federation"])
-        self.federation_port = server.add_secure_port(
-            self.config.federation.listen, server_credentials(self.tls, require_client_auth=True)
+        self.federation_port = _bind(
+            server,
+            "federation.listen",
+            self.config.federation.listen,
+            server_credentials(self.tls, require_client_auth=True),
         )
-        if not self.federation_port:
-            raise ConfigError([f"federation.listen: cannot bind {self.config.federation.listen}"])
         server.start()
         self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         return server
@@ -196,7 +206,7 @@ class Node:
         server = grpc.server(
             futures.ThreadPoolExecutor(SERVER_WORKERS, thread_name_prefix=f"local-{self.node_id}"),
             interceptors=interceptors,
-            options=SERVER_KEEPALIVE_OPTIONS,
+            options=SERVER_OPTIONS,
         )
         api_grpc.add_LocalServicer_to_server(
             LocalService(self.node_id, self.store, self.publisher, self.signal), server
@@ -209,14 +219,10 @@ class Node:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self._add_reflection(server, local_pb2.DESCRIPTOR.services_by_name["Local"],
                              admin_pb2.DESCRIPTOR.services_by_name["Admin"])
-        if listen.is_loopback:
-            self.local_port = server.add_insecure_port(listen.listen)
-        else:
-            self.local_port = server.add_secure_port(
-                listen.listen, server_credentials(self.tls, require_client_auth=True)
-            )
-        if not self.local_port:
-            raise ConfigError([f"local_api.listen: cannot bind {listen.listen}"])
+        credentials = (
+            None if listen.is_loopback else server_credentials(self.tls, require_client_auth=True)
+        )
+        self.local_port = _bind(server, "local_api.listen", listen.listen, credentials)
         server.start()
         return server
 
@@ -246,8 +252,33 @@ class Node:
         identity = identity_from_pem(pem)
         if identity.node_id != self.node_id or not identity.is_node:
             raise ConfigError(
-                [f"tls.cert: {self.config.tls.cert} names {identity}, not node {self.node_id}"]
+                [
+                    f"tls.cert: {self.config.tls.cert} names {_describe(identity)}, "
+                    f"not {self.node_id}"
+                ]
             )
 
     def _channel(self, address: str, peer: str) -> grpc.Channel:
         return secure_channel(address, self.tls, expected_node_id=peer)
+
+
+def _bind(
+    server: grpc.Server, key: str, address: str, credentials: grpc.ServerCredentials | None
+) -> int:
+    """Bind ``address``; a failure names the config key, never a traceback."""
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise ConfigError([f"{key}: cannot bind {address} (in use, or not an address here)"]) from exc
+    if not port:
+        raise ConfigError([f"{key}: cannot bind {address} (in use, or not an address here)"])
+    return port
+
+
+def _describe(identity: PeerIdentity) -> str:
+    if identity.is_node:
+        return f"node {identity.node_id}"
+    return f"client {identity.client} of node {identity.node_id}"
