@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from guantong.v1 import local_pb2_grpc as api_grpc
 
 from gateway.identity import TlsFiles, secure_channel
 from node.errors import GuantongError, InvalidRecord
+from node.local_api import MAX_PAGE
 from node.records import (
     CATEGORIES,
     CATEGORY_CODES,
@@ -63,7 +65,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     publish.add_argument("--file", type=Path, help="a .json record, or a .jsonl with --ref")
     publish.add_argument("--ref", help="the publisher's reference")
-    publish.add_argument("--origin", help="this node's id (defaults to the file's 'node')")
+    publish.add_argument(
+        "--origin",
+        help="the publishing node's id, checked against the node at --node-address",
+    )
     publish.add_argument("--title")
     publish.add_argument("--summary", default="")
     publish.add_argument("--category", choices=sorted(CATEGORIES))
@@ -77,15 +82,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     inbox = commands.add_parser(
         "inbox", parents=[common], help="list what this node has received"
     )
-    inbox.add_argument("--after", type=int, default=0, help="log position to start after")
-    inbox.add_argument("--limit", type=int, default=100)
+    inbox.add_argument(
+        "--after", type=_count, default=0, help="log position to start after"
+    )
+    inbox.add_argument(
+        "--limit", type=_count, default=100, help=f"at most this many (up to {MAX_PAGE})"
+    )
     inbox.add_argument("--json", action="store_true", help="one JSON object per message")
     inbox.set_defaults(handler=_inbox)
 
     watch = commands.add_parser(
         "watch", parents=[common], help="stream what this node receives, as it arrives"
     )
-    watch.add_argument("--after", type=int, default=0, help="log position to start after")
+    watch.add_argument(
+        "--after", type=_count, default=0, help="log position to start after"
+    )
     watch.add_argument("--json", action="store_true", help="one JSON object per message")
     watch.set_defaults(handler=_watch)
 
@@ -101,6 +112,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "status", parents=[common], help="counts and per-peer delivery state"
     )
     status.set_defaults(handler=_status)
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
 
 
 def connect(args: argparse.Namespace) -> api_grpc.LocalStub:
@@ -121,12 +143,29 @@ def call(function, request, **kwargs):  # type: ignore[no-untyped-def]
     try:
         return function(request, **kwargs)
     except grpc.RpcError as error:
-        raise GuantongError(f"{error.code().name}: {error.details()}") from error
+        raise GuantongError(describe_rpc_error(error)) from error
+
+
+def describe_rpc_error(error: grpc.RpcError) -> str:
+    """The status and details, with a hint where the cause is usually the setup."""
+    text = f"{error.code().name}: {error.details()}"
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        text += (
+            "\n  is the node running, and is --node-address its local API (not its "
+            "federation port)? A local API on loopback is plain; off loopback it "
+            "needs --certs, --node and --client."
+        )
+    return text
+
+
+def node_id_of(stub: api_grpc.LocalStub) -> str:
+    return call(stub.Status, api.StatusRequest(), timeout=30).node
 
 
 def _publish(args: argparse.Namespace) -> int:
-    ref, record, origin = _record_from_args(args)
     stub = connect(args)
+    node_id = node_id_of(stub)
+    ref, record = _record_from_args(args, node_id)
     response = call(
         stub.Publish,
         api.PublishRequest(ref=ref, author_unit=args.author_unit, record=record),
@@ -138,7 +177,8 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_from_args(args: argparse.Namespace) -> tuple[str, Any, str]:
+def _record_from_args(args: argparse.Namespace, node_id: str) -> tuple[str, Any]:
+    """The record to publish; refuses one that names another publishing node."""
     if args.file:
         data = _read_record_file(args.file, args.ref)
     else:
@@ -155,14 +195,16 @@ def _record_from_args(args: argparse.Namespace) -> tuple[str, Any, str]:
             "regions": args.regions,
             "exercise": args.exercise,
         }
-    origin = args.origin or data.get("node") or args.node
-    if not origin:
-        raise GuantongError("say which node publishes: --origin, or 'node' in the file")
+    for claimed, source in ((args.origin, "--origin"), (data.get("node"), "the record's 'node'")):
+        if claimed and claimed != node_id:
+            raise GuantongError(
+                f"{source} says {claimed}, but the node at {args.node_address} is {node_id}; "
+                "a node publishes only its own records"
+            )
     try:
-        ref, record = record_from_json(data, origin)
+        return record_from_json(data, node_id)
     except InvalidRecord as exc:
         raise GuantongError(f"{args.file or 'record'}: {exc}") from exc
-    return ref, record, origin
 
 
 def _read_record_file(path: Path, ref: str | None) -> dict[str, Any]:
@@ -177,11 +219,16 @@ def _read_record_file(path: Path, ref: str | None) -> dict[str, Any]:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise GuantongError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            raise GuantongError(f"{path}:{number}: a record is a JSON object, not {type(record).__name__}")
     if path.suffix != ".jsonl":
         return records[0]
+    if not ref:
+        raise GuantongError(f"{path} holds {len(records)} records; pick one with --ref")
     matches = [r for r in records if r.get("ref") == ref]
     if not matches:
-        raise GuantongError(f"{path}: no record with ref {ref!r} (give --ref)")
+        raise GuantongError(f"{path}: no record with ref {ref!r}")
     return matches[0]
 
 
@@ -193,21 +240,45 @@ def _inbox(args: argparse.Namespace) -> int:
         print_message(message, args.json)
     if not args.json:
         print(f"{len(response.messages)} message(s)")
+        if response.messages and len(response.messages) == min(args.limit, MAX_PAGE):
+            last = response.messages[-1].seq
+            print(f"there may be more: guantong inbox --after {last}")
     return 0
+
+
+WATCH_RECONNECT_MAX_S = 10.0
 
 
 def _watch(args: argparse.Namespace) -> int:
-    stream = connect(args).Watch(api.InboxRequest(after_seq=args.after))
-    try:
-        for message in stream:
-            print_message(message, args.json)
-            sys.stdout.flush()
-    except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.CANCELLED:
-            raise GuantongError(f"{error.code().name}: {error.details()}") from error
-    except KeyboardInterrupt:
-        stream.cancel()
-    return 0
+    """Stream the inbox; across a node restart, reconnect and resume after the
+    last message shown, so nothing is skipped and nothing shown twice."""
+    after = args.after
+    wait_s = 0.5
+    stub = connect(args)
+    while True:
+        stream = stub.Watch(api.InboxRequest(after_seq=after))
+        try:
+            for message in stream:
+                print_message(message, args.json)
+                sys.stdout.flush()
+                after = message.seq
+                wait_s = 0.5
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise GuantongError(describe_rpc_error(error)) from error
+            print(
+                f"guantong: node unavailable, reconnecting in {wait_s:.1f} s "
+                f"(resuming after {after})",
+                file=sys.stderr,
+            )
+        except KeyboardInterrupt:
+            stream.cancel()
+            return 0
+        try:
+            time.sleep(wait_s)
+        except KeyboardInterrupt:
+            return 0
+        wait_s = min(wait_s * 2, WATCH_RECONNECT_MAX_S)
 
 
 def _delivery(args: argparse.Namespace) -> int:
