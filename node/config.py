@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from node.errors import ConfigError
 from node.records import is_node_id
-from node.yamlfile import load_yaml
+from node.yamlfile import YamlDocument, load_yaml
 
 
 class _Section(BaseModel):
@@ -88,6 +88,43 @@ class DeliveryConfig(_Section):
     """How often an idle sender looks for work it was not woken for."""
 
 
+class WorkflowConfig(_Section):
+    """Joint-handling requests: their deadlines and the checker that watches
+    them; where escalations go."""
+
+    first_report_hours: dict[int, float] = {1: 1.0, 2: 1.0, 3: 2.0, 4: 3.0}
+    """Hours a handler has for its first fast report (速报), by the risk level
+    of the request's incident (1 Ⅰ 特别重大 to 4 Ⅳ 一般): the deadline of a
+    request that sets none of its own (due_at or due_within_hours). Every
+    level 1 to 4 must be given."""
+    checker_interval_ms: int = Field(30_000, ge=10)
+    """How often the deadline checker looks for overdue requests. An overdue
+    request is flagged, and escalated where its agreement says so, within one
+    interval of its deadline."""
+    national_node: str = "CN"
+    """The node escalations go to unless the call names another; for overdue
+    requests, the agreement's escalate_overdue_to decides instead."""
+
+    @field_validator("first_report_hours")
+    @classmethod
+    def _every_level(cls, value: dict[int, float]) -> dict[int, float]:
+        if set(value) != {1, 2, 3, 4}:
+            raise ValueError(
+                f"give hours for each level 1 to 4, got levels {sorted(value)}"
+            )
+        for level, hours in value.items():
+            if not hours > 0:
+                raise ValueError(f"level {level}: hours must be > 0, got {hours}")
+        return value
+
+    @field_validator("national_node")
+    @classmethod
+    def _national_node(cls, value: str) -> str:
+        if not is_node_id(value):
+            raise ValueError(f"{value!r} is not a node id like CN or CN-HB")
+        return value
+
+
 class NodeConfig(_Section):
     node_id: str
     """This node's id, e.g. CN-HB; must match the URI SAN of tls.cert."""
@@ -106,6 +143,7 @@ class NodeConfig(_Section):
     peers: dict[str, PeerConfig] = {}
     """Peer nodes by id, with their federation addresses."""
     delivery: DeliveryConfig = DeliveryConfig()
+    workflow: WorkflowConfig = WorkflowConfig()
 
     @field_validator("node_id")
     @classmethod
@@ -143,9 +181,24 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(
             [document.problem(error["loc"], _message(error)) for error in exc.errors()]
         ) from exc
+    problems = _missing_files(config, document)
     if config.node_id in config.peers:
-        raise ConfigError([document.problem(["peers", config.node_id], "a node is not its own peer")])
+        problems.append(document.problem(["peers", config.node_id], "a node is not its own peer"))
+    if problems:
+        raise ConfigError(problems)
     return config
+
+
+def _missing_files(config: NodeConfig, document: YamlDocument) -> list[str]:
+    """Files and folders the config names that are not there."""
+    problems = []
+    for key in ("ca", "cert", "key"):
+        path = getattr(config.tls, key)
+        if not path.is_file():
+            problems.append(document.problem(["tls", key], f"{path} does not exist"))
+    if not config.policies.is_dir():
+        problems.append(document.problem(["policies"], f"{config.policies} is not a folder"))
+    return problems
 
 
 def _message(error: dict[str, Any]) -> str:

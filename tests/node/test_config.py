@@ -10,7 +10,7 @@ from node.errors import ConfigError
 GOOD = """\
 node_id: CN-HB
 data_dir: data
-policies: ../policies
+policies: policies
 tls:
   ca: certs/ca.pem
   cert: certs/CN-HB/node.pem
@@ -21,6 +21,10 @@ peers:
 
 
 def write(tmp_path, text):
+    for name in ("ca.pem", "CN-HB/node.pem", "CN-HB/node.key"):
+        (tmp_path / "certs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "certs" / name).touch()
+    (tmp_path / "policies").mkdir(exist_ok=True)
     path = tmp_path / "node.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -50,6 +54,15 @@ def test_bad_config_names_file_line_and_key(tmp_path, change, where):
         load_config(path)
     assert str(path) in str(error.value)
     assert where in str(error.value)
+
+
+def test_missing_tls_file_is_named_with_its_key(tmp_path):
+    path = write(tmp_path, GOOD)
+    (tmp_path / "certs" / "CN-HB" / "node.key").unlink()
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f"{path}:7: tls.key: " in str(error.value)
+    assert "node.key does not exist" in str(error.value)
 
 
 def test_missing_config_file_is_named(tmp_path):
