@@ -82,13 +82,16 @@ class PolicyHolder:
         """Read the files again; keep the current set if they are invalid."""
         with self._lock:
             check = check_policies(self._paths)
+            problems = list(check.errors)
+            if check.policy_set is not None:
+                problems += _version_problems(self._current, check.policy_set)
             result = ReloadResult(
-                ok=check.policy_set is not None,
+                ok=not problems,
                 at=self._clock(),
-                problems=tuple(check.errors),
+                problems=tuple(problems),
                 warnings=tuple(check.warnings),
             )
-            if check.policy_set is None:
+            if problems:
                 self._last_error = result
                 log.warning(
                     "policy.reload_refused",
@@ -102,6 +105,31 @@ class PolicyHolder:
             self._last_error = None
             _log_loaded(self._current)
             return result
+
+
+def _version_problems(old: PolicySet, new: PolicySet) -> list[str]:
+    """Changes an admin made without raising the agreement's version.
+
+    Every delivery and refusal is stamped with an agreement's id and version,
+    so one version must always mean one text: a changed agreement needs a
+    higher version, and a version never goes back.
+    """
+    problems = []
+    for agreement in new.agreements:
+        before = old.agreement(agreement.id)
+        if before is None:
+            continue
+        if agreement.version < before.version:
+            problems.append(
+                f"{agreement.source}: version: {agreement.id} would go back from "
+                f"version {before.version} to {agreement.version}"
+            )
+        elif agreement.version == before.version and agreement != before:
+            problems.append(
+                f"{agreement.source}: version: {agreement.id} changed but is still "
+                f"version {agreement.version}; raise the version"
+            )
+    return problems
 
 
 def _versions(policy_set: PolicySet) -> dict[str, int]:

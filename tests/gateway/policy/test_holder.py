@@ -119,3 +119,27 @@ def test_concurrent_reloads_leave_one_consistent_set(
     for thread in threads:
         thread.join(timeout=10)
     assert holder.current.agreement("pair").version == 1  # type: ignore[union-attr]
+
+
+def test_changed_agreement_without_a_higher_version_is_refused(
+    write_policies: WritePolicies,
+) -> None:
+    folder = write_policies(pair=PAIR.format(version=2, levels="[1, 2, 3]"))
+    holder = PolicyHolder(folder, clock=FakeClock())
+
+    write_policies(pair=PAIR.format(version=2, levels="[1, 2, 3, 4]"))
+    same_version = holder.reload()
+    write_policies(pair=PAIR.format(version=1, levels="[1, 2, 3]"))
+    older_version = holder.reload()
+
+    assert not same_version.ok
+    assert "pair changed but is still version 2; raise the version" in same_version.problems[0]
+    assert not older_version.ok
+    assert "would go back from version 2 to 1" in older_version.problems[0]
+    assert not level_four_allowed(holder)
+
+
+def test_unchanged_files_reload_cleanly(write_policies: WritePolicies) -> None:
+    folder = write_policies(pair=PAIR.format(version=1, levels="[1, 2, 3]"))
+    holder = PolicyHolder(folder, clock=FakeClock())
+    assert holder.reload().ok
