@@ -7,6 +7,11 @@ publishes every record through its publishing node's local API, waits until
 every outbox has settled, then asks each node what it received and each
 publisher why a record did not reach the others. Everything lives under one
 work folder that is made anew on every run.
+
+After the sample file, the demo shows a statement being superseded: CN-SH
+publishes a new statement that replaces SH-2025-0315-01-S1, and the demo
+prints where each went and how every receiver of the old one now shows it.
+These lines follow the summary; the JSON summary covers the sample file only.
 """
 
 from __future__ import annotations
@@ -33,11 +38,27 @@ from gateway.policy import PolicySet, expected_receivers, load_policies
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
 from node.errors import GuantongError
-from node.records import record_from_json
+from node.records import SUPERSEDED_LABEL, record_from_json
+from node.storage.schema import DELIVERED
 
 DEMO_NODES = ("CN", "CN-HB", "CN-HN", "CN-JX", "CN-SH", "CN-JS", "CN-GS")
 STARTUP_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 120.0
+
+# The statement the demo supersedes after the sample file, and its successor.
+SUPERSEDED_REF = "SH-2025-0315-01-S1"
+SUPERSEDING = {
+    "ref": "SH-2025-0315-01-S2",
+    "node": "CN-SH",
+    "kind": "statement",
+    "incident_ref": "SH-2025-0315-01",
+    "supersedes": SUPERSEDED_REF,
+    "text": (
+        "市场监管部门已对涉事企业立案调查，责令涉事门店停业整改，"
+        "处理结果将及时向社会公布。"
+    ),
+    "approved_by": "上海市市场监管局新闻宣传处",
+}
 
 
 @dataclass
@@ -89,11 +110,14 @@ def run_demo(
 
         _wait_settled(stubs)
         summary = _summarise(records, stubs)
+        superseding = _supersede_statement(records, stubs)
     finally:
         _stop_all(nodes.values())
 
     expected = expected_receivers(records_path, policy)
     _print_summary(summary, out)
+    for line in superseding:
+        out(line)
     mismatches = {
         ref: {"received": sorted(entry["received_by"]), "agreements_imply": sorted(expected.get(ref, set()))}
         for ref, entry in summary.items()
@@ -245,6 +269,48 @@ def _summarise(records: list[dict[str, Any]], stubs: dict[str, api_grpc.LocalStu
             "withheld": {d.node: list(d.withheld_fields) for d in delivery.destinations if d.withheld_fields},
         }
     return summary
+
+
+def _supersede_statement(
+    records: list[dict[str, Any]], stubs: dict[str, api_grpc.LocalStub]
+) -> list[str]:
+    """Supersede the sample's first statement; lines saying where each version
+    went and how each receiver of the old one shows it. Nothing when the
+    records file has no such statement."""
+    old = SUPERSEDING["supersedes"]
+    origin = SUPERSEDING["node"]
+    if not any(r.get("ref") == old and r.get("node") == origin for r in records):
+        return []
+    ref, record = record_from_json(SUPERSEDING, origin)
+    stubs[origin].Publish(api.PublishRequest(ref=ref, record=record), timeout=30)
+    _wait_settled(stubs)
+
+    lines = [f"{ref} ({origin}) supersedes {old}:"]
+    holders: list[str] = []
+    for shown_ref in (old, ref):
+        shown = stubs[origin].Show(api.ShowRequest(ref=shown_ref), timeout=30)
+        for version in shown.versions:
+            went = [
+                d.node for d in version.destinations if d.delivery_state == DELIVERED
+            ]
+            nodes = ", ".join(went) or "nobody"
+            lines.append(f"    {shown_ref} v{version.version} went to {nodes}")
+            if shown_ref == old:
+                holders.extend(went)
+
+    unmarked = []
+    for node in [origin, *sorted(set(holders))]:
+        request = api.ShowRequest(ref=old, origin=origin)
+        by = stubs[node].Show(request, timeout=30).superseded_by
+        mark = f"{SUPERSEDED_LABEL} by {by}" if by else "NOT marked superseded"
+        lines.append(f"    on {node}: {old} {mark}")
+        if not by:
+            unmarked.append(node)
+    if unmarked:
+        nodes = ", ".join(unmarked)
+        raise GuantongError(f"{old} is not shown as superseded on {nodes}")
+    lines.append("")
+    return lines
 
 
 def _print_summary(summary: dict[str, dict[str, Any]], out: Callable[[str], None]) -> None:

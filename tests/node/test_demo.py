@@ -24,6 +24,11 @@ def test_demo_delivers_every_sample_record_to_exactly_the_nodes_its_agreements_i
     assert set(summary["SH-2025-04-02"]) == {"CN-JS"}
     assert summary["JX-DRILL-03"] == []
     assert any("not CN-HB" in line and "Ⅳ" in line for line in lines)
+    # After the sample file: a statement superseded, shown as such wherever it went.
+    superseded = "SH-2025-0315-01-S1 已被替代 superseded by CN-SH/SH-2025-0315-01-S2"
+    assert "    SH-2025-0315-01-S1 v1 went to CN, CN-JS" in lines
+    for node in ("CN-SH", "CN", "CN-JS"):
+        assert f"    on {node}: {superseded}" in lines
 
 
 def test_demo_runs_again_in_the_same_folder(tmp_path):
