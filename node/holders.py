@@ -15,6 +15,11 @@ Either way a holder gets it under the agreement it got the earlier version
 under, with that agreement's withholding applied to the new version, and the
 decision row says so ("holds an earlier version ..."). Who holds what comes
 from the publisher's own outbox and decisions (``Subjects.holders``).
+
+Gap (issue 3): holding is per subject. A retraction of an incident does not
+withdraw its statements, and a new statement of an incident whose level was
+lowered goes only where the agreements allow now, not to the incident's
+holders (whose receivers would refuse it too, holding no version of it).
 """
 
 from __future__ import annotations

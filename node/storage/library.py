@@ -98,7 +98,12 @@ class Found:
 
 
 def apply_statement_txn(connection: Connection, applied: StatementApplied) -> None:
-    """Keep the newest version of a statement and the supersede marks."""
+    """Keep the newest version of a statement and the supersede marks.
+
+    Gaps (issue 3): a receiver whose agreement withholds
+    ``statement.supersedes`` cannot mark the old statement; and retracting
+    the statement that superseded another leaves the old one marked.
+    """
     held = connection.execute(
         select(t.statements.c.version, t.statements.c.supersedes).where(
             t.statements.c.subject_id == applied.subject_id

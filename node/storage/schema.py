@@ -109,6 +109,8 @@ outbox = Table(
     Column("settled_at", Stamp, nullable=True),
     Column("outcome", Text, nullable=True),
     Index("ix_outbox_peer_state", "peer", "state", "id"),
+    # Who holds a subject is read through here (migration 0002).
+    Index("ix_outbox_log_seq", "log_seq"),
 )
 
 peer_state = Table(

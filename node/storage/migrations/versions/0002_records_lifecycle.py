@@ -5,6 +5,9 @@ row it derives from: ``subjects`` (newest version, retracted or not),
 ``statements`` (口径库, searchable by substring) and ``cases`` (案例库, closed
 incidents with their review).
 
+It also indexes ``outbox.log_seq``: who holds a subject is read from the
+outbox by log row (``node.storage.subjects``), once per update published.
+
 Records stored before this revision are not in the views: nothing replays the
 log into them here. A node that held records before upgrading shows them in
 ``guantong show`` (which reads the log) but not in searches, until a replay of
@@ -27,6 +30,7 @@ NodeId = sa.String(16)
 
 
 def upgrade() -> None:
+    op.create_index("ix_outbox_log_seq", "outbox", ["log_seq"])
     op.create_table(
         "subjects",
         sa.Column("subject_id", sa.String(96), primary_key=True),
@@ -75,3 +79,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("cases", "statements", "subjects"):
         op.drop_table(table)
+    op.drop_index("ix_outbox_log_seq", table_name="outbox")
