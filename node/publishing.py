@@ -34,6 +34,7 @@ from node.envelopes import log_entry_for, read_stored, seal
 from node.errors import InvalidRecord
 from node.holders import retraction_decisions, with_holders
 from node.records import (
+    INCIDENT_OPTIONAL_KINDS,
     RecordFacts,
     facts_of,
     incident_subject_of,
@@ -51,6 +52,11 @@ log = structlog.get_logger(__name__)
 
 NO_ROUTE = "no-peer-address"
 NOTHING_LEFT = "nothing-left-after-withholding"
+
+
+# Called with the record, its incident and the time of publishing, before
+# the record is sealed: sets what the node derives (a request's deadline).
+Prepare = Callable[[pb.Record, pb.IncidentReport | None, datetime], pb.Record]
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class Publisher:
         clock: Clock,
         on_queued: Callable[[Collection[str]], None] = lambda peers: None,
         appliers: Appliers | None = None,
+        prepare: Prepare | None = None,
     ):
         self.node_id = node_id
         self.store = store
@@ -81,6 +88,7 @@ class Publisher:
         self.clock = clock
         self.on_queued = on_queued
         self.appliers = appliers or Appliers()
+        self.prepare: Prepare = prepare or (lambda record, incident, now: record)
         self.subjects = Subjects(store)
         # Versions are numbered under this lock; the log's unique
         # (subject, version) constraint backs it up across processes. Re-entrant
@@ -102,6 +110,7 @@ class Publisher:
             incident = self._incident_for(record)
             facts = facts_of(record, self.node_id, incident)
             now = self.clock.now()
+            record = self.prepare(record, incident, now)
             decisions = self._decide(subject, facts, held, now)
             envelope = seal(
                 message_id=uuid.uuid4().hex,
@@ -188,6 +197,10 @@ class Publisher:
         if incident_subject is None:
             return None
         held = self.store.latest(incident_subject)
+        if kind_of(record) in INCIDENT_OPTIONAL_KINDS and (
+            held is None or held.kind != "incident"
+        ):
+            return None
         if held is not None and held.kind == "retraction":
             raise InvalidRecord(
                 f"{kind_of(record)}.incident_subject",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -55,7 +55,14 @@ KINDS: dict[str, int] = {
     "joint_request": pb.JOINT_REQUEST,
     "notice": pb.NOTICE,
     "retraction": pb.RETRACTION,
+    "request_update": pb.REQUEST_UPDATE,
+    "notice_ack": pb.NOTICE_ACK,
+    "escalation": pb.ESCALATION,
 }
+# Kinds judged by their incident's facts when the incident is held, without
+# them when not: a request's handler may hold the request but not its
+# incident (below the incident flow's threshold), and must still answer.
+INCIDENT_OPTIONAL_KINDS = frozenset({"request_update"})
 KIND_NAMES: dict[int, str] = {number: name for name, number in KINDS.items()}
 CATEGORY_CODES: dict[int, str] = {number: code for code, (number, _) in CATEGORIES.items()}
 PHASE_CODES: dict[int, str] = {number: code for code, (number, _) in PHASES.items()}
@@ -130,6 +137,16 @@ def facts_of(
         addressed = (record.joint_request.to_node,)
     elif kind == "notice":
         addressed = tuple(record.notice.to_nodes)
+    elif kind == "request_update":
+        addressed = (record.request_update.to_node,)
+    elif kind == "notice_ack":
+        # An acknowledgement goes back to the notice's origin only.
+        addressed = (record.notice_ack.notice_subject.partition("/")[0],)
+    elif kind == "escalation":
+        addressed = (record.escalation.to_node,)
+        # Judged by the incident it carries, which the receiver may not hold.
+        if record.escalation.HasField("incident"):
+            incident = record.escalation.incident
 
     if incident is not None:
         base = incident_facts(kind, origin, incident)
@@ -145,12 +162,16 @@ def facts_of(
 
 
 def incident_subject_of(record: pb.Record) -> str | None:
-    """The subject id of the incident a statement or request belongs to."""
+    """The subject id of the incident a statement, request or request update
+    belongs to. An escalation carries its incident and is judged by that.
+    """
     kind = kind_of(record)
     if kind == "statement":
         return record.statement.incident_subject or None
     if kind == "joint_request":
         return record.joint_request.incident_subject or None
+    if kind == "request_update":
+        return record.request_update.incident_subject or None
     return None
 
 
@@ -167,8 +188,9 @@ def validate(record: pb.Record) -> None:
         _require(request.ask, "joint_request.ask")
         if not is_node_id(request.to_node):
             raise InvalidRecord("joint_request.to_node", f"not a node id: {request.to_node!r}")
-        if not request.HasField("due_at"):
-            raise InvalidRecord("joint_request.due_at", "a deadline is required")
+        # Without due_at the publishing node sets it (node.workflow.deadlines).
+        if not request.due_within_hours >= 0:
+            raise InvalidRecord("joint_request.due_within_hours", "must be > 0 hours")
     elif kind == "notice":
         _require(record.notice.title, "notice.title")
         for node in record.notice.to_nodes:
@@ -176,6 +198,12 @@ def validate(record: pb.Record) -> None:
                 raise InvalidRecord("notice.to_nodes", f"not a node id: {node!r}")
     elif kind == "retraction":
         _require(record.retraction.subject_id, "retraction.subject_id")
+    elif kind == "request_update":
+        _validate_request_update(record.request_update)
+    elif kind == "notice_ack":
+        _require(record.notice_ack.notice_subject, "notice_ack.notice_subject")
+    elif kind == "escalation":
+        _validate_escalation(record.escalation)
 
 
 def validate_ref(ref: str) -> None:
@@ -183,6 +211,29 @@ def validate_ref(ref: str) -> None:
         raise InvalidRecord(
             "ref", f"{ref!r} is not a reference (letters, digits, '.', '_', '-'; at most 64)"
         )
+
+
+def _validate_request_update(update: pb.RequestUpdate) -> None:
+    """The shape only; whether the move is allowed is node.workflow.requests'."""
+    _require(update.request_subject, "request_update.request_subject")
+    _require(update.incident_subject, "request_update.incident_subject")
+    if not is_node_id(update.to_node):
+        raise InvalidRecord(
+            "request_update.to_node", f"not a node id: {update.to_node!r}"
+        )
+    if update.action == pb.REQUEST_ACTION_UNSPECIFIED:
+        raise InvalidRecord("request_update.action", "is required")
+
+
+def _validate_escalation(escalation: pb.Escalation) -> None:
+    _require(escalation.incident_subject, "escalation.incident_subject")
+    _require(escalation.reason, "escalation.reason")
+    if not is_node_id(escalation.to_node):
+        raise InvalidRecord(
+            "escalation.to_node", f"not a node id: {escalation.to_node!r}"
+        )
+    if not escalation.HasField("incident"):
+        raise InvalidRecord("escalation.incident", "the incident as held is required")
 
 
 def _require(value: str, name: str) -> None:
@@ -338,16 +389,24 @@ def _request_from_json(data: dict[str, Any], origin: str) -> pb.Record:
     to_node = _text(data, "to")
     if not is_node_id(to_node):
         raise InvalidRecord("to", f"not a node id: {to_node!r}")
-    hours = data.get("due_within_hours")
-    if not isinstance(hours, int | float) or isinstance(hours, bool) or hours <= 0:
-        raise InvalidRecord("due_within_hours", f"must be a number of hours > 0, got {hours!r}")
-    due = datetime.now(UTC) + timedelta(hours=hours)
     request = pb.JointHandlingRequest(
         incident_subject=subject_id(origin, _text(data, "incident_ref")),
         to_node=to_node,
         ask=_text(data, "ask"),
-        due_at=timestamp(due),
     )
+    # Without either, the publishing node sets the deadline from the
+    # incident's level; with due_within_hours it counts on its own clock.
+    if "due_at" in data and "due_within_hours" in data:
+        raise InvalidRecord("due_at", "give due_at or due_within_hours, not both")
+    if "due_at" in data:
+        request.due_at.CopyFrom(timestamp(_datetime(data, "due_at")))
+    if "due_within_hours" in data:
+        hours = data["due_within_hours"]
+        if not isinstance(hours, int | float) or isinstance(hours, bool) or hours <= 0:
+            raise InvalidRecord(
+                "due_within_hours", f"must be a number of hours > 0, got {hours!r}"
+            )
+        request.due_within_hours = hours
     return pb.Record(joint_request=request)
 
 
