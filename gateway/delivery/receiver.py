@@ -61,6 +61,8 @@ class Result:
 
 # What the refusals table calls a recorded no-op for an old version.
 STALE_VERSION = "stale_version"
+# ... and a message refused by the state this node holds (node.appliers).
+REFUSED_BY_STATE = "refused_by_state"
 
 
 @dataclass
@@ -120,7 +122,11 @@ class Receiver:
             to_store.append((index, log_entry_for(opened.envelope, opened.kind)))
 
         outcomes = self.store.append_received(
-            [entry for _, entry in to_store], sender, now, apply=self.appliers.hook(sender)
+            [entry for _, entry in to_store],
+            sender,
+            now,
+            apply=self.appliers.hook(sender),
+            check=self.appliers.check_hook(sender),
         )
         for (index, entry), stored in zip(to_store, outcomes, strict=True):
             results[index] = self._result(sender, entry, stored, now, refusals)
@@ -299,6 +305,19 @@ class Receiver:
                         STALE_VERSION, stored.reason)
             )
             return Result(entry.message_id, Outcome.DUPLICATE, stored.reason)
+        if stored.outcome is ReceiveOutcome.REFUSED:
+            log.warning(
+                "message.refused_by_state",
+                origin=entry.origin,
+                message_id=entry.message_id,
+                kind=entry.kind,
+                reason=stored.reason,
+            )
+            refusals.append(
+                Refusal(now, sender, entry.origin, entry.message_id, entry.kind,
+                        REFUSED_BY_STATE, stored.reason)
+            )
+            return Result(entry.message_id, Outcome.REJECTED_INVALID, stored.reason)
         log.warning(
             "message.conflict",
             origin=entry.origin,

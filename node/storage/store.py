@@ -44,6 +44,9 @@ log = structlog.get_logger(__name__)
 
 # Runs inside the append's transaction: (connection, log seq, the entry).
 ApplyHook = Callable[[Connection, int, NewEntry], None]
+# Runs in the receive's transaction before a message is stored: a reason
+# refuses it (not stored, not applied), None lets it through.
+CheckHook = Callable[[Connection, NewEntry], str | None]
 
 
 def content_digest(envelope_payload: bytes, kind: str, subject_id: str, version: int) -> str:
@@ -167,6 +170,7 @@ class Store:
         sender: str,
         now: datetime,
         apply: ApplyHook | None = None,
+        check: CheckHook | None = None,
     ) -> list[Received]:
         """Store received messages in one transaction, keyed on (origin, id).
 
@@ -174,13 +178,20 @@ class Store:
         newer than every one held is stored. A message already held with the
         same content is a duplicate; the same message id or subject version
         with other content is a conflict; an older version, or anything after
-        a retraction, is stale. None of those is stored. ``apply`` runs in
-        the same transaction for each newly stored message.
+        a retraction, is stale. None of those is stored. ``check`` runs in
+        the same transaction for each message about to be stored, and a
+        reason it gives refuses the message (a request move this node's
+        copy of the request does not allow, say). ``apply`` runs in the
+        same transaction for each newly stored message.
         """
         results: list[Received] = []
         with self.write() as connection:
             for entry in entries:
                 result = self._classify_txn(connection, entry)
+                if result.outcome is ReceiveOutcome.ACCEPTED and check is not None:
+                    refused = check(connection, entry)
+                    if refused is not None:
+                        result = Received(ReceiveOutcome.REFUSED, refused)
                 if result.outcome is ReceiveOutcome.ACCEPTED:
                     seq = self._append_txn(connection, entry, sender, now)
                     if apply is not None:

@@ -92,6 +92,10 @@ class ReceiveOutcome(Enum):
     STALE = "stale"
     # The same message id, or the same subject version, held with other content.
     CONFLICT = "conflict"
+    # Well formed and allowed, but not applicable in the state this node
+    # holds (a request move from the wrong state, say): not stored, and the
+    # receiver records why.
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
