@@ -4,15 +4,21 @@ the facts agreements decide on."""
 from __future__ import annotations
 
 import pytest
-
 from guantong.v1 import records_pb2 as pb
+
 from node.errors import InvalidRecord
 from node.records import facts_of, record_from_json, validate
 from tests.helpers import incident
 
 
 def statement(**fields) -> dict:
-    return {"ref": "S1", "kind": "statement", "text": "口径", "approved_by": "宣传处", **fields}
+    return {
+        "ref": "S1",
+        "kind": "statement",
+        "text": "口径",
+        "approved_by": "宣传处",
+        **fields,
+    }
 
 
 def test_incident_is_open_unless_closed_with_its_review():
