@@ -12,6 +12,14 @@ any condition on them fails.
 On a running node one more thing decides whether a node gets the record: the
 publisher queues it only for nodes configured as peers. ``explain`` says so
 with the publisher's own rule names.
+
+Known gap (issue 4): the publisher also routes by delivery history
+(``node.holders``): a later version of a subject goes to every node that
+holds an earlier one even where the agreements alone would not send it, and
+a retraction goes only to holders. ``outcomes`` decides from the agreements
+alone, so for an update or a retraction it can say "kept back" for a node
+that will get it anyway; ``guantong delivery REF`` shows what was actually
+routed. Explain should ask the same routing the publisher uses.
 """
 
 from __future__ import annotations
