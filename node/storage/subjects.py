@@ -73,7 +73,13 @@ class Holder:
 
 
 def apply_version_txn(connection: Connection, applied: VersionApplied) -> None:
-    """Bring the subject's row up to ``applied``; older versions change nothing."""
+    """Bring the subject's row up to ``applied``; older versions change nothing.
+
+    Read, then insert or update: the store's write lock serialises this within
+    a process. Two gateway replicas on one PostgreSQL database inserting the
+    first row of one subject at once collide on the primary key; the loser's
+    transaction, log row included, rolls back and its sender retries.
+    """
     row = connection.execute(
         select(t.subjects.c.latest_version, t.subjects.c.kind).where(
             t.subjects.c.subject_id == applied.subject_id
