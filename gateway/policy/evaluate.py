@@ -13,6 +13,14 @@ The default is deny. An agreement allows a record only when
 Facts with an unknown category or level (a statement whose incident this node
 does not hold) fail any condition on category or level.
 
+Known gap (issue 4): a statement or request is judged by its incident's facts
+as the *deciding* node holds them. The sender holds the incident; a receiver
+the incident never went to (a flow shares statements but not incidents, or
+the incident's level kept it back) does not, so the sender allows and the
+receiver refuses ("the level is unknown"): a dead letter instead of a clear
+denial. The sender should also require the incident to reach, or be held by,
+the receiver. The sharing property test draws incidents only for this reason.
+
 When several agreements allow, the one that withholds the most fields wins,
 then the one that forbids onward sharing, then the first by id: two
 agreements that both let a record through must not widen each other's
