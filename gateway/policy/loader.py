@@ -52,6 +52,7 @@ _AGREEMENT_KEYS = (
     "valid_until",
     "members",
     "onward_sharing",
+    "escalate_overdue_to",
     "flows",
     "withhold",
 )
@@ -71,7 +72,7 @@ _NODE_KEYS = ("id", "name_zh", "name_en")
 _AGREEMENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _LEVEL_RANGE = f"levels run from 1 ({LEVEL_LABELS[1]}) to 4 ({LEVEL_LABELS[4]})"
 # Kinds whose facts carry no category, level or heat of their own.
-_KINDS_WITHOUT_INCIDENT = frozenset({"notice", "retraction"})
+_KINDS_WITHOUT_INCIDENT = frozenset({"notice", "retraction", "notice_ack"})
 
 
 @dataclass
@@ -118,6 +119,7 @@ def check_policies(paths: Path | Sequence[Path]) -> PolicyCheck:
             loaded.append((agreement, document))
 
     _check_duplicate_ids(loaded, check)
+    check.warnings.extend(_escalation_route_warnings(loaded))
     check.warnings.extend(overlap_warnings(loaded))
     if not check.errors:
         agreements = tuple(sorted((a for a, _ in loaded), key=lambda a: a.id))
@@ -213,6 +215,40 @@ def _check_duplicate_ids(
             first[agreement.id] = document
 
 
+def _escalation_route_warnings(
+    loaded: list[tuple[Agreement, YamlDocument]],
+) -> list[str]:
+    """An agreement that escalates overdue requests to a node needs some
+    agreement to let escalations go from its members to that node."""
+    warnings = []
+    agreements = [agreement for agreement, _ in loaded]
+    for agreement, document in loaded:
+        target = agreement.escalate_overdue_to
+        if target is None:
+            continue
+        cut_off = sorted(
+            member
+            for member in agreement.members - {target}
+            if not any(_carries_escalation(a, member, target) for a in agreements)
+        )
+        if cut_off:
+            message = (
+                f"no agreement lets escalations go from {', '.join(cut_off)} to "
+                f"{target}: their overdue requests are flagged but not escalated"
+            )
+            warnings.append(document.problem(["escalate_overdue_to"], message))
+    return warnings
+
+
+def _carries_escalation(agreement: Agreement, sender: str, receiver: str) -> bool:
+    return {sender, receiver} <= agreement.members and any(
+        "escalation" in flow.kinds
+        and sender in flow.senders
+        and receiver in flow.receivers
+        for flow in agreement.flows
+    )
+
+
 def _unknown_key(key: object, known: Iterable[str]) -> str:
     return f"unknown key {key!r}; expected one of {', '.join(known)}"
 
@@ -259,6 +295,7 @@ class _AgreementReader:
             self.error(["valid_until"], f"is before valid_from {valid_from}")
         self.members = self.member_list(data)
         onward = self.boolean(data, [], "onward_sharing", default=False)
+        escalate_to = self.escalation_target(data)
         flows = self.flows(data.get("flows"))
         withhold = self.withhold_rules(data.get("withhold"))
         self.check_heat_is_visible(flows, withhold)
@@ -275,6 +312,7 @@ class _AgreementReader:
             valid_from=valid_from,
             valid_until=valid_until,
             onward_sharing=onward,
+            escalate_overdue_to=escalate_to,
             source=str(self.document.path),
         )
 
@@ -337,6 +375,15 @@ class _AgreementReader:
             self.error(keys, f"level {value} is out of range: {_LEVEL_RANGE}")
             return None
         return value
+
+    def escalation_target(self, data: dict) -> str | None:
+        """``escalate_overdue_to``: the known node overdue requests go to."""
+        if data.get("escalate_overdue_to") is None:
+            return None
+        value = data["escalate_overdue_to"]
+        if not self.known_node(value, ["escalate_overdue_to"], check_member=False):
+            return None
+        return str(value)
 
     # --- node lists -----------------------------------------------------------
 

@@ -111,6 +111,10 @@ class Agreement:
     # Whether receivers may pass records on; decisions carry the opposite as
     # ``no_further_sharing``.
     onward_sharing: bool = False
+    # Where a joint-handling request sent under this agreement is escalated
+    # (提级) by its requester's node when its first report is overdue; None:
+    # overdue requests are flagged, not escalated.
+    escalate_overdue_to: str | None = None
     # The file it came from, for messages.
     source: str = ""
 
