@@ -10,6 +10,7 @@ so a stop at any moment loses nothing.
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent import futures
 
@@ -36,6 +37,8 @@ from guantong.v1 import admin_pb2, federation_pb2, local_pb2
 from guantong.v1 import admin_pb2_grpc as admin_grpc
 from guantong.v1 import federation_pb2_grpc as fed_grpc
 from guantong.v1 import local_pb2_grpc as api_grpc
+from guantong.v1 import workflow_pb2
+from guantong.v1 import workflow_pb2_grpc as workflow_grpc
 from node import lifecycle
 from node.admin_api import AdminService
 from node.appliers import Appliers
@@ -45,6 +48,10 @@ from node.errors import ConfigError
 from node.local_api import LocalService, NewMessages
 from node.publishing import Publisher
 from node.storage import Store
+from node.workflow import appliers as workflow_appliers
+from node.workflow.deadlines import DeadlineChecker, with_deadline
+from node.workflow.service import Workflows
+from node.workflow_api import WorkflowService
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +87,11 @@ class Node:
 
         self.signal = NewMessages()
         self.appliers = Appliers()
+        workflow_appliers.register(
+            self.appliers,
+            self.node_id,
+            workflow_appliers.audience_of(self.policies, self.node_id, self.clock),
+        )
         lifecycle.register(self.appliers)
         self.senders = Senders(
             [
@@ -102,6 +114,9 @@ class Node:
             self.clock,
             on_queued=self.senders.wake,
             appliers=self.appliers,
+            prepare=functools.partial(
+                with_deadline, first_report_hours=self.config.workflow.first_report_hours
+            ),
         )
         self.receiver = Receiver(
             self.node_id,
@@ -110,6 +125,17 @@ class Node:
             self.clock,
             on_stored=self.signal.notify,
             appliers=self.appliers,
+        )
+        self.workflows = Workflows(
+            self.node_id,
+            self.store,
+            self.publisher,
+            self.policies,
+            self.clock,
+            self.config.workflow,
+        )
+        self.deadlines = DeadlineChecker(
+            self.node_id, self.workflows, self.clock, self.config.workflow.checker_interval_ms
         )
 
         self._federation_server = self._start_federation_server()
@@ -121,6 +147,7 @@ class Node:
             self.store.close()
             raise
         self.senders.start()
+        self.deadlines.start()
         log.info(
             "node.started",
             node=self.node_id,
@@ -137,6 +164,7 @@ class Node:
         self._health.enter_graceful_shutdown()
         events = [self._local_server.stop(grace_s), self._federation_server.stop(grace_s)]
         self.senders.stop()
+        self.deadlines.stop()
         for event in events:
             event.wait(grace_s + 1)
         self.store.close()
@@ -216,8 +244,12 @@ class Node:
             lambda: self.peer_addresses.keys(), self.senders.wake, self.clock,
         )
         admin_grpc.add_AdminServicer_to_server(admin, server)
+        workflow_grpc.add_WorkflowServicer_to_server(
+            WorkflowService(self.workflows, self.clock), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self._add_reflection(server, local_pb2.DESCRIPTOR.services_by_name["Local"],
+                             workflow_pb2.DESCRIPTOR.services_by_name["Workflow"],
                              admin_pb2.DESCRIPTOR.services_by_name["Admin"])
         credentials = (
             None if listen.is_loopback else server_credentials(self.tls, require_client_auth=True)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from gateway.identity import init_ca, issue_client_cert, issue_node_cert
 from node.app import Node
+from node.clock import Clock
 from node.config import NodeConfig
 from node.logs import configure
 
@@ -148,9 +149,17 @@ class Federation:
         self.database_urls: dict[str, str | None] = {}
 
     def start(
-        self, node_id: str, peers: tuple[str, ...], database_url: str | None = None, **overrides: Any
+        self,
+        node_id: str,
+        peers: tuple[str, ...],
+        database_url: str | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
     ) -> Node:
-        """Start (or restart) ``node_id`` on port 0 and tell its peers where it is."""
+        """Start (or restart) ``node_id`` on port 0 and tell its peers where it is.
+
+        ``clock``: a FakeClock to move instead of waiting (deadlines, backoff).
+        """
         self.peers[node_id] = peers
         self.database_urls.setdefault(node_id, database_url)
         addresses = {
@@ -166,7 +175,7 @@ class Federation:
             database_url=self.database_urls[node_id],
             **overrides,
         )
-        node = Node(config)
+        node = Node(config, clock=clock)
         node.start()
         self.nodes[node_id] = node
         for other_id, other in self.nodes.items():

@@ -290,6 +290,30 @@ class IllegalTransition(GuantongError):
         )
 
 
+class TransitionConflict(IllegalTransition):
+    """The request's state changed between reading it and making the move:
+    another move won the compare-and-set. ``state`` is the state it is in now."""
+
+    def __init__(
+        self,
+        role: Role,
+        state: RequestState,
+        action: Action,
+        expected: RequestState,
+        request: str = "",
+    ):
+        self.expected = expected
+        super().__init__(
+            role,
+            state,
+            action,
+            Problem.WRONG_STATE,
+            f"it changed from {expected.status.value} while the move was made; "
+            "another move came first",
+            request,
+        )
+
+
 def owner_of(action: Action) -> Role:
     """The one role that may make ``action``."""
     return next(rule.role for rule in RULES if rule.action is action)

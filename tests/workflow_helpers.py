@@ -1,0 +1,52 @@
+"""Helpers the workflow tests share: the Workflow service of a running node."""
+
+from __future__ import annotations
+
+import grpc
+from guantong.v1 import records_pb2 as pb
+from guantong.v1 import workflow_pb2 as wf
+from guantong.v1 import workflow_pb2_grpc as wf_grpc
+
+from node.app import Node
+
+
+def workflow(node: Node) -> wf_grpc.WorkflowStub:
+    return wf_grpc.WorkflowStub(grpc.insecure_channel(node.local_address))
+
+
+def move(
+    node: Node, request: str, action: int, text: str = ""
+) -> wf.TransitionResponse:
+    return workflow(node).Transition(
+        wf.TransitionRequest(request=request, action=action, text=text), timeout=10
+    )
+
+
+def request_view(node: Node, subject: str) -> wf.RequestView | None:
+    """The request as ``node`` holds it, closed or not; None if not held."""
+    listed = workflow(node).ListRequests(
+        wf.ListRequestsRequest(include_closed=True), timeout=10
+    )
+    return next((r for r in listed.requests if r.subject_id == subject), None)
+
+
+def state_of(node: Node, subject: str) -> str | None:
+    """``ACCEPTED``, ``CLOSED``, ...: the shown state, or None if not held."""
+    view = request_view(node, subject)
+    return wf.RequestState.Name(view.state).removeprefix("REQUEST_") if view else None
+
+
+def request_record(incident_ref: str, to: str, **deadline: float | str) -> dict:
+    return {
+        "ref": f"{incident_ref}-R1",
+        "kind": "joint_request",
+        "incident_ref": incident_ref,
+        "to": to,
+        "ask": "请协助核查涉事企业在本省的门店并反馈。",
+        **deadline,
+    }
+
+
+ACK, ACCEPT, DECLINE = pb.ACTION_ACKNOWLEDGE, pb.ACTION_ACCEPT, pb.ACTION_DECLINE
+PROGRESS, RESULT = pb.ACTION_REPORT_PROGRESS, pb.ACTION_REPORT_RESULT
+ESCALATE, CLOSE = pb.ACTION_ESCALATE, pb.ACTION_CLOSE
