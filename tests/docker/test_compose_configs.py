@@ -15,7 +15,11 @@ DOCKER = PROJECT_ROOT / "docker"
 
 def test_every_compose_node_has_a_valid_config_whose_peers_share_an_agreement():
     policy = load_policies(POLICIES)
-    configs = {path.stem: load_config(path) for path in (DOCKER / "nodes").glob("*.yaml")}
+    # Written for the containers: their paths exist there, not here.
+    configs = {
+        path.stem: load_config(path, check_files=False)
+        for path in (DOCKER / "nodes").glob("*.yaml")
+    }
     assert set(configs) == set(policy.nodes)
     for node_id, config in configs.items():
         assert config.node_id == node_id
