@@ -16,6 +16,8 @@ These lines follow the summary; the JSON summary covers the sample file only.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -42,6 +44,7 @@ from node.records import SUPERSEDED_LABEL, record_from_json
 from node.storage.schema import DELIVERED
 
 DEMO_NODES = ("CN", "CN-HB", "CN-HN", "CN-JX", "CN-SH", "CN-JS", "CN-GS")
+PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 120.0
 
@@ -80,11 +83,34 @@ def run_demo(
     work_dir: Path,
     out: Callable[[str], None] = print,
 ) -> Path:
-    """Run the whole demo; return the path of the JSON summary."""
+    """Run the whole demo; return the path of the JSON summary.
+
+    One demo at a time may use a work folder: a second one is refused rather
+    than wiping the folder under the first one's nodes.
+    """
+    work_dir = work_dir.resolve()
+    work_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = work_dir.parent / f".{work_dir.name}.lock"
+    with lock_path.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GuantongError(
+                f"another demo is running in {work_dir}; wait for it to finish "
+                "or give --work-dir"
+            ) from None
+        return _run_demo(records_path, policies_dir, work_dir, out)
+
+
+def _run_demo(
+    records_path: Path,
+    policies_dir: Path,
+    work_dir: Path,
+    out: Callable[[str], None],
+) -> Path:
     policy = load_policies(policies_dir)
     records = [json.loads(line) for line in records_path.read_text("utf-8").splitlines() if line.strip()]
 
-    work_dir = work_dir.resolve()
     if work_dir.exists():
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
@@ -199,7 +225,16 @@ def _start(node: DemoNode) -> subprocess.Popen[bytes]:
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_stop_with_parent,
     )
+
+
+def _stop_with_parent() -> None:
+    """In the child: get SIGTERM when the demo dies, even by kill -9, so no
+    node is left running on a folder the next demo deletes (Linux only)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_healthy(nodes) -> None:  # type: ignore[no-untyped-def]

@@ -3,10 +3,14 @@ receivers the three agreements imply."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+
+import pytest
 
 from gateway.policy import expected_receivers, load_policies
 from node.demo import run_demo
+from node.errors import GuantongError
 from tests.conftest import POLICIES, SAMPLE
 from tests.helpers import sample_records
 
@@ -35,3 +39,12 @@ def test_demo_runs_again_in_the_same_folder(tmp_path):
     first = run_demo(SAMPLE, POLICIES, tmp_path / "demo", out=lambda line: None)
     second = run_demo(SAMPLE, POLICIES, tmp_path / "demo", out=lambda line: None)
     assert first == second and json.loads(second.read_text("utf-8"))
+
+
+def test_second_demo_in_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    work_dir = tmp_path / "demo"
+    with (tmp_path / ".demo.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(GuantongError, match="another demo is running"):
+            run_demo(SAMPLE, POLICIES, work_dir, out=lambda line: None)
+    assert not work_dir.exists()
