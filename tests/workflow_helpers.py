@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import grpc
 from guantong.v1 import records_pb2 as pb
 from guantong.v1 import workflow_pb2 as wf
 from guantong.v1 import workflow_pb2_grpc as wf_grpc
 
 from node.app import Node
+from node.envelopes import seal
+from node.records import subject_id
 
 
 def workflow(node: Node) -> wf_grpc.WorkflowStub:
@@ -45,6 +50,27 @@ def request_record(incident_ref: str, to: str, **deadline: float | str) -> dict:
         "ask": "请协助核查涉事企业在本省的门店并反馈。",
         **deadline,
     }
+
+
+def sealed_from(
+    origin: str, ref: str, record: pb.Record, agreement: str
+) -> pb.Envelope:
+    """An envelope as ``origin`` would send it, built by hand: for records a
+    well-behaved node would refuse to publish."""
+    envelope = seal(
+        message_id=uuid.uuid4().hex,
+        origin=origin,
+        author_unit="",
+        created_at=datetime.now(UTC),
+        subject_id=subject_id(origin, ref),
+        subject_version=1,
+        ref=ref,
+        record=record,
+        exercise=False,
+    )
+    envelope.agreement_id = agreement
+    envelope.agreement_version = 1
+    return envelope
 
 
 ACK, ACCEPT, DECLINE = pb.ACTION_ACKNOWLEDGE, pb.ACTION_ACCEPT, pb.ACTION_DECLINE

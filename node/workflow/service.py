@@ -162,7 +162,12 @@ class Workflows:
         """Send the escalation record of every escalated request lacking one."""
         sent = []
         for row in self.data.escalations_unsent(self.node_id):
-            if self._send_escalation(row) is not None:
+            try:
+                published = self._send_escalation(row)
+            except Exception:
+                log.exception("request.escalation_deferred", request=row.subject_id)
+                continue
+            if published is not None:
                 sent.append(row.subject_id)
         return sent
 
@@ -188,10 +193,11 @@ class Workflows:
             from_handling=handling_to_pb(row.state.handling),
             from_disposition=disposition_to_pb(row.state.disposition),
         )
+        if action is Action.ESCALATE:
+            update.escalated_to = escalate_to or self.config.national_node
         record = pb.Record(request_update=update)
         self._check_reaches(record, other, row.incident_subject, row.subject_id)
         if action is Action.ESCALATE:
-            update.escalated_to = escalate_to or self.config.national_node
             # The national node must be able to hear of it, or it is no
             # escalation.
             escalation = self._escalation_record(
@@ -221,7 +227,12 @@ class Workflows:
 
         escalation = None
         if action is Action.ESCALATE:
-            escalation = self._send_escalation(after)
+            try:
+                escalation = self._send_escalation(after)
+            except Exception:
+                # The move stands; the deadline checker's next step sends the
+                # escalation record (send_unsent_escalations).
+                log.exception("request.escalation_deferred", request=row.subject_id)
             after = self.data.request(row.subject_id) or after
         return Moved(after, published, escalation)
 

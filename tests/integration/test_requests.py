@@ -14,8 +14,6 @@ from guantong.v1 import workflow_pb2 as wf
 
 from gateway.identity import TlsFiles
 from node.clock import FakeClock
-from node.envelopes import seal
-from node.records import subject_id
 from tests.conftest import eventually
 from tests.helpers import incident, publish
 from tests.integration.test_peer_checks import federation_stub, push
@@ -30,6 +28,7 @@ from tests.workflow_helpers import (
     move,
     request_record,
     request_view,
+    sealed_from,
     state_of,
     workflow,
 )
@@ -221,7 +220,6 @@ def test_deadline_comes_from_the_incidents_level_by_the_nodes_clock(federation):
 
 
 def _update_from_hn(action: int, text: str) -> pb.Envelope:
-    ref = f"HB-1-R1.x.{uuid.uuid4().hex[:6]}"
     record = pb.Record(
         request_update=pb.RequestUpdate(
             request_subject=REQUEST,
@@ -233,17 +231,5 @@ def _update_from_hn(action: int, text: str) -> pb.Envelope:
             from_disposition=pb.DISPOSITION_ACTIVE,
         )
     )
-    envelope = seal(
-        message_id=uuid.uuid4().hex,
-        origin="CN-HN",
-        author_unit="",
-        created_at=datetime.now(UTC),
-        subject_id=subject_id("CN-HN", ref),
-        subject_version=1,
-        ref=ref,
-        record=record,
-        exercise=False,
-    )
-    envelope.agreement_id = "central-china"
-    envelope.agreement_version = 1
-    return envelope
+    ref = f"HB-1-R1.x.{uuid.uuid4().hex[:6]}"
+    return sealed_from("CN-HN", ref, record, "central-china")
