@@ -39,15 +39,21 @@ from gateway.identity import init_ca, issue_node_cert
 from gateway.policy import PolicySet, expected_receivers, load_policies
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
+from guantong.v1 import records_pb2 as pb
+from guantong.v1 import workflow_pb2 as wf
+from guantong.v1 import workflow_pb2_grpc as wf_grpc
 from node.errors import GuantongError
 from node.records import SUPERSEDED_LABEL, record_from_json
 from node.storage.schema import DELIVERED
+from node.workflow.wire import action_from_pb
 
 DEMO_NODES = ("CN", "CN-HB", "CN-HN", "CN-JX", "CN-SH", "CN-JS", "CN-GS")
 PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 120.0
 
+# The sample's joint-handling request the demo takes through its lifecycle.
+LIFECYCLE_REQUEST = ("CN-HB", "HB-DRILL-01-R1")
 # The statement the demo supersedes after the sample file, and its successor.
 SUPERSEDED_REF = "SH-2025-0315-01-S1"
 SUPERSEDING = {
@@ -137,12 +143,15 @@ def _run_demo(
         _wait_settled(stubs)
         summary = _summarise(records, stubs)
         superseding = _supersede_statement(records, stubs)
+        lifecycle = _request_lifecycle(records, nodes)
     finally:
         _stop_all(nodes.values())
 
     expected = expected_receivers(records_path, policy)
     _print_summary(summary, out)
     for line in superseding:
+        out(line)
+    for line in lifecycle:
         out(line)
     mismatches = {
         ref: {"received": sorted(entry["received_by"]), "agreements_imply": sorted(expected.get(ref, set()))}
@@ -346,6 +355,70 @@ def _supersede_statement(
         raise GuantongError(f"{old} is not shown as superseded on {nodes}")
     lines.append("")
     return lines
+
+
+def _request_lifecycle(
+    records: list[dict[str, Any]], nodes: dict[str, DemoNode]
+) -> list[str]:
+    """Take the sample's drill request through its lifecycle: the handler
+    acknowledges, accepts and reports the result, the requester closes. Lines
+    with each state as both nodes show it; nothing when the records file has
+    no such request."""
+    requester, ref = LIFECYCLE_REQUEST
+    found = [r for r in records if (r.get("node"), r.get("ref")) == LIFECYCLE_REQUEST]
+    if not found:
+        return []
+    handler, subject = found[0]["to"], f"{requester}/{ref}"
+    flows = {
+        node: wf_grpc.WorkflowStub(grpc.insecure_channel(nodes[node].local_address))
+        for node in (requester, handler)
+    }
+    steps = [
+        (handler, pb.ACTION_ACKNOWLEDGE, "已签收，安排核查"),
+        (handler, pb.ACTION_ACCEPT, ""),
+        (handler, pb.ACTION_REPORT_RESULT, "【演练】维保单位资质齐全，已要求其配合排查。"),
+        (requester, pb.ACTION_CLOSE, "感谢协助"),
+    ]
+
+    lines = [f"{subject} ({requester} asks {handler}) through its lifecycle:"]
+    lines.append(f"    published -> {_request_states(flows, subject)}")
+    for node, action, text in steps:
+        moved = flows[node].Transition(
+            wf.TransitionRequest(request=subject, action=action, text=text), timeout=30
+        )
+        _wait_for_request_state(flows, subject, moved.request.state)
+        step = f"{node} {action_from_pb(action).label}"
+        lines.append(f"    {step} -> {_request_states(flows, subject)}")
+    lines.append("")
+    return lines
+
+
+def _request_states(flows: dict[str, wf_grpc.WorkflowStub], subject: str) -> str:
+    return " · ".join(
+        f"on {node}: {_request_view(stub, subject).state_label}"
+        for node, stub in flows.items()
+    )
+
+
+def _wait_for_request_state(
+    flows: dict[str, wf_grpc.WorkflowStub], subject: str, state: int
+) -> None:
+    """Until every node shows the request in ``state``."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        states = {node: _request_view(flows[node], subject).state for node in flows}
+        if all(shown == state for shown in states.values()):
+            return
+        if time.monotonic() > deadline:
+            wanted = wf.RequestState.Name(state)
+            raise GuantongError(f"{subject} is not {wanted} everywhere: {states}")
+        time.sleep(0.1)
+
+
+def _request_view(stub: wf_grpc.WorkflowStub, subject: str) -> wf.RequestView:
+    listed = stub.ListRequests(wf.ListRequestsRequest(include_closed=True), timeout=30)
+    found = [view for view in listed.requests if view.subject_id == subject]
+    return found[0] if found else wf.RequestView()
 
 
 def _print_summary(summary: dict[str, dict[str, Any]], out: Callable[[str], None]) -> None:

@@ -33,6 +33,18 @@ def test_demo_delivers_every_sample_record_to_exactly_the_nodes_its_agreements_i
     assert "    SH-2025-0315-01-S1 v1 went to CN, CN-JS" in lines
     for node in ("CN-SH", "CN", "CN-JS"):
         assert f"    on {node}: {superseded}" in lines
+    # And the drill request through its lifecycle, as both nodes show it.
+    start = lines.index("CN-HB/HB-DRILL-01-R1 (CN-HB asks CN-HN) through its lifecycle:")
+    steps = lines[start + 1 : start + 6]
+    assert [step.split(" -> ")[0] for step in steps] == [
+        "    published",
+        "    CN-HN 签收 acknowledge",
+        "    CN-HN 受理 accept",
+        "    CN-HN 结果反馈 report the result",
+        "    CN-HB 办结 close",
+    ]
+    assert steps[2].endswith("on CN-HB: 已受理 accepted · on CN-HN: 已受理 accepted")
+    assert steps[4].count("已办结 closed") == 2
 
 
 def test_demo_runs_again_in_the_same_folder(tmp_path):
