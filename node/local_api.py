@@ -18,7 +18,7 @@ from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
 from guantong.v1 import records_pb2 as pb
 from node.envelopes import read_stored
-from node.errors import InvalidRecord
+from node.errors import GuantongError, InvalidRecord
 from node.publishing import Published, Publisher
 from node.records import CATEGORIES, CATEGORY_CODES, is_node_id, subject_id, timestamp
 from node.storage import Store
@@ -213,6 +213,10 @@ def _publishing(
         published = action()
     except InvalidRecord as exc:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except GuantongError as exc:
+        # Refused by what this node holds (a request move whose state
+        # changed under it, say).
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     return _published(published)
 
 

@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import json_format
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
+from guantong.v1 import records_pb2 as pb
 
 from gateway.identity import TlsFiles, secure_channel
 from node.errors import GuantongError, InvalidRecord
@@ -333,5 +334,16 @@ def print_message(message: api.StoredMessage, as_json: bool) -> None:
         print(f"    {incident.title}")
         print(f"    {CATEGORIES[CATEGORY_CODES[incident.category]][1]} · "
               f"{LEVEL_LABELS[incident.level]} · {PHASES[PHASE_CODES[incident.phase]][1]}")
+    elif kind_of(record) == "escalation":
+        escalation = record.escalation
+        print(f"    提级 escalated {escalation.incident_subject}: "
+              f"{escalation.incident.title} · {escalation.reason}")
+    elif kind_of(record) == "request_update":
+        update = record.request_update
+        action = pb.RequestAction.Name(update.action).removeprefix("ACTION_").lower()
+        print(f"    {action} {update.request_subject}"
+              + (f": {update.text}" if update.text else ""))
+    elif kind_of(record) == "notice":
+        print(f"    通报 {record.notice.title}")
     if envelope.withheld_fields:
         print(f"    withheld under {envelope.agreement_id}: {', '.join(envelope.withheld_fields)}")

@@ -344,8 +344,16 @@ def acknowledge_target_txn(
     )
 
 
-def insert_escalation_txn(connection: Connection, row: EscalationRow) -> None:
-    connection.execute(insert(w.escalations).values(**row.__dict__))
+def upsert_escalation_txn(connection: Connection, row: EscalationRow) -> None:
+    """Store an escalation, or replace it with a newer version of it."""
+    values = dict(row.__dict__)
+    changed = connection.execute(
+        update(w.escalations)
+        .where(w.escalations.c.subject_id == row.subject_id)
+        .values(**values)
+    ).rowcount
+    if not changed:
+        connection.execute(insert(w.escalations).values(**values))
 
 
 # --- reads, and the checker's writes -----------------------------------------

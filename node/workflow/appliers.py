@@ -180,12 +180,24 @@ class _WorkflowAppliers:
                 raise InvalidRecord(
                     "request_update.to_node", f"must be the other party, {other}"
                 )
-            expected = state_from_update(update)
+            try:
+                expected = state_from_update(update)
+            except ValueError as exc:
+                raise InvalidRecord(
+                    "request_update.from_handling", "the state moved from is required"
+                ) from exc
         else:
             # Checked against this copy already (check_update), in this
             # transaction.
             expected = row.state
-        after = transition(expected, role, action, update.text, request=row.subject_id)
+        try:
+            after = transition(
+                expected, role, action, update.text, request=row.subject_id
+            )
+        except IllegalTransition as exc:
+            # Only a record published around the Workflow API gets here (a
+            # Local.Publish of a request_update); the API refuses earlier.
+            raise InvalidRecord("request_update.action", str(exc)) from exc
 
         moved = data.move_request_txn(
             connection,
@@ -286,7 +298,7 @@ class _WorkflowAppliers:
     def escalation(self, connection: Connection, applied: Applied) -> None:
         envelope, escalation = applied.opened.envelope, applied.opened.record.escalation
         incident = escalation.incident
-        data.insert_escalation_txn(
+        data.upsert_escalation_txn(
             connection,
             EscalationRow(
                 subject_id=envelope.subject_id,

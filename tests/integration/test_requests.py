@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from guantong.v1 import federation_pb2 as fed
+from guantong.v1 import local_pb2 as api
 from guantong.v1 import records_pb2 as pb
 from guantong.v1 import workflow_pb2 as wf
 
 from gateway.identity import TlsFiles
 from node.clock import FakeClock
 from tests.conftest import eventually
-from tests.helpers import incident, publish
+from tests.helpers import incident, local, publish
 from tests.integration.test_peer_checks import federation_stub, push
 from tests.workflow_helpers import (
     ACCEPT,
@@ -139,6 +140,48 @@ def test_an_unknown_request_is_not_found(pair):
     with pytest.raises(grpc.RpcError) as refused:
         move(hn, "CN-HB/NOPE", ACK)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("action", "seen", "code", "words"),
+    [
+        # A move the rules do not allow, published around the Workflow API.
+        (
+            pb.ACTION_CLOSE,
+            pb.HANDLING_OPEN,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "request_update.action: the 承办方 handler may not 办结 close",
+        ),
+        # A move from a state the request is no longer in.
+        (
+            pb.ACTION_ACCEPT,
+            pb.HANDLING_ACKNOWLEDGED,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "another move came first",
+        ),
+    ],
+)
+def test_a_request_update_published_directly_is_checked_the_same_way(
+    pair, action, seen, code, words
+):
+    _, hn = pair
+    update = pb.RequestUpdate(
+        request_subject=REQUEST,
+        incident_subject="CN-HB/HB-1",
+        to_node="CN-HB",
+        action=action,
+        from_handling=seen,
+        from_disposition=pb.DISPOSITION_ACTIVE,
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        local(hn).Publish(
+            api.PublishRequest(ref="U1", record=pb.Record(request_update=update)),
+            timeout=10,
+        )
+    assert refused.value.code() == code
+    assert words in refused.value.details()
+    assert state_of(hn, REQUEST) == "OPEN"
+    assert hn.store.latest("CN-HN/U1") is None
 
 
 def test_a_move_the_receivers_copy_does_not_allow_is_refused_and_recorded(pair, certs):

@@ -144,3 +144,5 @@ def test_notices_and_escalations_through_the_cli(nodes, capsys):
         "Ⅳ 一般 ordinary"
     )
     assert "    理由 reason: 舆情持续发酵" in seen
+    feed = run(cn, "inbox", capsys=capsys)
+    assert "    提级 escalated CN-HB/HB-9: 事件 HB-9 · 舆情持续发酵" in feed
