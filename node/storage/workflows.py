@@ -149,12 +149,16 @@ def upsert_request_txn(connection: Connection, new: NewRequest) -> None:
         "log_seq": new.log_seq,
         "due_at": new.due_at,
     }
-    changed = connection.execute(
-        update(w.requests)
-        .where(w.requests.c.subject_id == new.subject_id)
-        .values(**values)
-    ).rowcount
-    if changed:
+    held = request_txn(connection, new.subject_id)
+    if held is not None:
+        if held.due_at != new.due_at:
+            # A new deadline is watched afresh.
+            values["overdue_flagged_at"] = None
+        connection.execute(
+            update(w.requests)
+            .where(w.requests.c.subject_id == new.subject_id)
+            .values(**values)
+        )
         return
     connection.execute(
         insert(w.requests).values(

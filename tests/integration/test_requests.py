@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from guantong.v1 import federation_pb2 as fed
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import records_pb2 as pb
@@ -276,3 +277,42 @@ def _update_from_hn(action: int, text: str) -> pb.Envelope:
     )
     ref = f"HB-1-R1.x.{uuid.uuid4().hex[:6]}"
     return sealed_from("CN-HN", ref, record, "central-china")
+
+
+def test_requests_and_escalations_work_with_both_nodes_on_postgresql(
+    federation, postgres_databases
+):
+    cn = federation.start("CN", ("CN-HB",), database_url=postgres_databases())
+    hn = federation.start("CN-HN", ("CN-HB",), database_url=postgres_databases())
+    hb = federation.start("CN-HB", ("CN-HN", "CN"), database_url=postgres_databases())
+    publish(hb, incident("HB-1", level=2))
+    publish(hb, request_record("HB-1", "CN-HN"))
+    eventually(lambda: state_of(hn, REQUEST) == "OPEN")
+
+    move(hn, REQUEST, DECLINE, "不属本省管辖")
+    eventually(lambda: both(hb, hn, "DECLINED"))
+    escalated = move(hb, REQUEST, ESCALATE, "承办方拒绝，提级")
+    eventually(lambda: both(hb, hn, "ESCALATED"))
+
+    listed = eventually(
+        lambda: (
+            workflow(cn)
+            .ListEscalations(wf.ListEscalationsRequest(), timeout=10)
+            .escalations
+        )
+    )
+    assert [e.subject_id for e in listed] == [escalated.escalation_subject]
+    assert listed[0].request_subject == REQUEST and listed[0].incident_held
+    assert request_view(hn, REQUEST).decline_reason == "不属本省管辖"
+
+
+def test_reflection_lists_the_workflow_service_on_the_local_server(federation):
+    hb = federation.start("CN-HB", ("CN-HN",))
+    stub = reflection_pb2_grpc.ServerReflectionStub(
+        grpc.insecure_channel(hb.local_address)
+    )
+    answers = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = {s.name for a in answers for s in a.list_services_response.service}
+    assert {"guantong.v1.Local", "guantong.v1.Workflow"} <= names

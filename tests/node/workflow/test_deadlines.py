@@ -257,3 +257,24 @@ def test_the_checker_thread_is_named_and_stops(hb):
     assert hb.checker._thread.name == "deadlines-CN-HB"
     hb.checker.stop()
     assert hb.checker._thread is None
+
+
+def test_a_new_version_with_a_later_deadline_is_watched_afresh(hb, clock):
+    clock.advance(timedelta(hours=1, seconds=1))
+    hb.checker.step()
+    assert hb.workflows.data.request(REQUEST).overdue_flagged_at is not None
+
+    hb.publish(
+        {
+            "ref": "HB-1-R1",
+            "kind": "joint_request",
+            "incident_ref": "HB-1",
+            "to": "CN-HN",
+            "ask": "请协助核查（延期）",
+            "due_within_hours": 4,
+        }
+    )
+    row = hb.workflows.data.request(REQUEST)
+    assert row.overdue_flagged_at is None and row.ask == "请协助核查（延期）"
+    assert row.state.disposition is Disposition.ESCALATED  # the state stays
+    assert hb.checker.step().flagged == []
