@@ -3,8 +3,9 @@
 ``Node.start()`` migrates the store, loads the agreements, binds the
 federation API (always mutual TLS) and the local API (plain on loopback,
 mutual TLS with this node's client certificates elsewhere), then starts one
-sender per peer. ``stop()`` refuses new calls, lets running ones finish within
-a grace period, and stops the senders; nothing acknowledged is in memory only,
+sender per peer and the deadline checker (``node.workflow.deadlines``).
+``stop()`` refuses new calls, lets running ones finish within a grace period,
+and stops the senders and the checker; nothing acknowledged is in memory only,
 so a stop at any moment loses nothing.
 """
 

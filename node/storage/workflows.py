@@ -378,7 +378,13 @@ class WorkflowStore:
         return self._requests(query)
 
     def requests(self, include_closed: bool = False) -> list[RequestRow]:
-        """Sent and received, the soonest due first."""
+        """Sent and received, the soonest due first.
+
+        Gap (issue 3): a row keeps the last move (and the result, the
+        reasons, the first report's time), not every move; the full history
+        of a request is in the log as its request_update records, which no
+        command lists per request yet.
+        """
         query = select(w.requests).order_by(
             w.requests.c.due_at, w.requests.c.subject_id
         )

@@ -233,6 +233,11 @@ class _WorkflowAppliers:
         envelope, notice = applied.opened.envelope, applied.opened.record.notice
         targets: Collection[str] = ()
         if applied.received_from is None:
+            # Gap (issue 3): who a notice is for is fixed by the agreements in
+            # force when it is sent; a node later added to national-reporting
+            # is not expected to acknowledge it, and a retracted notice still
+            # lists its pending acknowledgements (retractions of notices are
+            # not applied to this table).
             targets = self.audience(facts_of(applied.opened.record, self.node_id))
         data.upsert_notice_txn(
             connection,

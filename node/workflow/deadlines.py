@@ -26,6 +26,11 @@ Every node runs one checker, a named thread (``deadlines-CN-HB``) that calls
    the move and the record are two publishes, and a node that stopped between
    them sends the record on its next step.
 
+Gap (issue 3): one deadline, one escalation. There is no reminder before
+the deadline, no second deadline for the result once the first report is
+in, and nothing further if the national node does not act on an
+escalation; staff see the overdue flag in ``guantong requests list``.
+
 Time is the injected clock's: tests move a FakeClock past a deadline and call
 ``step()``, or let the thread find it, without waiting for real time to pass.
 """

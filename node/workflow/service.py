@@ -264,6 +264,11 @@ class Workflows:
         return read_stored(held.envelope).record.incident
 
     def _send_escalation(self, row: RequestRow) -> Published | None:
+        # Gap (issue 3): the lock is this process's. Two gateway replicas on
+        # one database could both find the record unsent and both send one,
+        # and the national node would list the escalation twice; the move
+        # itself cannot happen twice (compare-and-set). A claim column taken
+        # with UPDATE ... WHERE escalation_subject IS NULL would close it.
         with self._escalating:
             current = self.data.request(row.subject_id)
             if (
