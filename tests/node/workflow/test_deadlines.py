@@ -13,8 +13,8 @@ from guantong.v1 import records_pb2 as pb
 from gateway.policy import PolicyHolder
 from node.appliers import Appliers
 from node.clock import FakeClock
-from node.config import WorkflowConfig
-from node.errors import InvalidRecord
+from node.config import WorkflowConfig, load_config
+from node.errors import ConfigError, InvalidRecord
 from node.publishing import Publisher
 from node.records import record_from_json
 from node.storage import Store
@@ -278,3 +278,18 @@ def test_a_new_version_with_a_later_deadline_is_watched_afresh(hb, clock):
     assert row.overdue_flagged_at is None and row.ask == "请协助核查（延期）"
     assert row.state.disposition is Disposition.ESCALATED  # the state stays
     assert hb.checker.step().flagged == []
+
+
+def test_a_bad_deadline_table_is_named_with_its_file_line_and_key(tmp_path):
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        "node_id: CN-HB\ndata_dir: data\npolicies: policies\n"
+        "tls: {ca: ca.pem, cert: node.pem, key: node.key}\n"
+        "workflow:\n  first_report_hours: {1: 1, 2: 1, 3: 2}\n",
+        "utf-8",
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(config)
+    assert f"{config}:6: workflow.first_report_hours: give hours for each level" in str(
+        refused.value
+    )
