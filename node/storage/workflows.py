@@ -251,13 +251,20 @@ def close_retracted_request_txn(
     )
 
 
-def set_escalation_subject_txn(
+def claim_escalation_txn(
     connection: Connection, request_subject: str, escalation_subject: str
-) -> None:
-    connection.execute(
-        update(w.requests)
-        .where(w.requests.c.subject_id == request_subject)
-        .values(escalation_subject=escalation_subject)
+) -> bool:
+    """Record the escalation sent for a request, unless one was already:
+    False then, and the caller's transaction should not commit."""
+    return bool(
+        connection.execute(
+            update(w.requests)
+            .where(
+                w.requests.c.subject_id == request_subject,
+                w.requests.c.escalation_subject.is_(None),
+            )
+            .values(escalation_subject=escalation_subject)
+        ).rowcount
     )
 
 

@@ -31,7 +31,7 @@ from gateway.policy import PolicyHolder
 from node.appliers import Applied, Appliers
 from node.clock import Clock
 from node.envelopes import Opened, read_stored
-from node.errors import InvalidRecord
+from node.errors import GuantongError, InvalidRecord
 from node.records import CATEGORY_CODES, RecordFacts, facts_of
 from node.storage import workflows as data
 from node.storage.workflows import (
@@ -49,6 +49,15 @@ from node.workflow.requests import (
     transition,
 )
 from node.workflow.wire import action_from_pb, state_from_update, time_of
+
+
+class EscalationAlreadySent(GuantongError):
+    """The request's escalation record went out already."""
+
+    def __init__(self, request_subject: str):
+        self.request_subject = request_subject
+        super().__init__(f"request {request_subject} has its escalation record already")
+
 
 # The nodes a notice published here reaches, from the agreements in force.
 Audience = Callable[[RecordFacts], Collection[str]]
@@ -323,9 +332,12 @@ class _WorkflowAppliers:
             ),
         )
         if applied.received_from is None and escalation.request_subject:
-            data.set_escalation_subject_txn(
+            # One escalation record per escalated request, even with two
+            # replicas sending it at once: the second publish fails.
+            if not data.claim_escalation_txn(
                 connection, escalation.request_subject, envelope.subject_id
-            )
+            ):
+                raise EscalationAlreadySent(escalation.request_subject)
 
 
 def _move(

@@ -21,12 +21,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta, timezone
 
 import structlog
 from guantong.v1 import records_pb2 as pb
 
 from gateway.policy import PolicyHolder
+from gateway.policy.model import CHINA_TIME
 from node.clock import Clock
 from node.config import WorkflowConfig
 from node.envelopes import read_stored
@@ -35,6 +35,7 @@ from node.publishing import Published, Publisher
 from node.records import facts_of, subject_id
 from node.storage import Store
 from node.storage.workflows import EscalationRow, NoticeRow, RequestRow, WorkflowStore
+from node.workflow.appliers import EscalationAlreadySent
 from node.workflow.requests import Action, Role, transition
 from node.workflow.wire import (
     action_to_pb,
@@ -45,7 +46,6 @@ from node.workflow.wire import (
 
 log = structlog.get_logger(__name__)
 
-CHINA_TIME = timezone(timedelta(hours=8))
 OVERDUE_AUTHOR = "deadline-checker"
 
 
@@ -101,8 +101,7 @@ class Workflows:
         self.clock = clock
         self.config = config
         self.data = WorkflowStore(store)
-        # One escalation record per escalated request, whether the move, the
-        # checker or both try to send it.
+        # The move and the checker may both try to send an escalation record.
         self._escalating = threading.Lock()
 
     # --- requests ----------------------------------------------------------------
@@ -264,11 +263,8 @@ class Workflows:
         return read_stored(held.envelope).record.incident
 
     def _send_escalation(self, row: RequestRow) -> Published | None:
-        # Gap (issue 3): the lock is this process's. Two gateway replicas on
-        # one database could both find the record unsent and both send one,
-        # and the national node would list the escalation twice; the move
-        # itself cannot happen twice (compare-and-set). A claim column taken
-        # with UPDATE ... WHERE escalation_subject IS NULL would close it.
+        # The lock keeps this process from publishing twice; across replicas
+        # the applier's claim on the request row refuses the second record.
         with self._escalating:
             current = self.data.request(row.subject_id)
             if (
@@ -284,7 +280,10 @@ class Workflows:
                 current.subject_id,
                 current.incident_title,
             )
-            return self._publish_escalation(record, author_unit="")
+            try:
+                return self._publish_escalation(record, author_unit="")
+            except EscalationAlreadySent:
+                return None
 
     # --- escalating an incident ----------------------------------------------------
 

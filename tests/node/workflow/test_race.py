@@ -31,6 +31,7 @@ from node.workflow.requests import Action, Handling, TransitionConflict
 from node.workflow.service import Workflows
 from tests.conftest import POLICIES
 from tests.helpers import incident
+from tests.node.workflow.test_deadlines import Requester
 
 NOW = datetime(2025, 7, 1, 8, tzinfo=UTC)
 ROUNDS = 5
@@ -158,3 +159,57 @@ def _envelope(data: dict):  # type: ignore[no-untyped-def]
     envelope.agreement_id = "central-china"
     envelope.agreement_version = 1
     return envelope
+
+
+def test_two_replicas_sending_one_escalation_record_send_it_once(database_url):
+    clock = FakeClock(NOW)
+    first, second = Requester(database_url, clock), Requester(database_url, clock)
+    try:
+        first.publish(incident("HB-1", level=2))
+        first.publish(
+            {
+                "ref": "HB-1-R1",
+                "kind": "joint_request",
+                "incident_ref": "HB-1",
+                "to": "CN-HN",
+                "ask": "请协助核查",
+            }
+        )
+        request = "CN-HB/HB-1-R1"
+        # Escalated, but the node stopped before its escalation record went out.
+        publish = first.publisher.publish
+        first.publisher.publish = lambda ref, record, unit="": (  # type: ignore[method-assign]
+            _raise() if record.HasField("escalation") else publish(ref, record, unit)
+        )
+        first.workflows.move(request, Action.ESCALATE, "提级")
+        first.publisher.publish = publish  # type: ignore[method-assign]
+        assert first.workflows.data.request(request).escalation_subject is None
+
+        barrier = threading.Barrier(2)
+        at_the_barrier(first, barrier)  # type: ignore[arg-type]
+        at_the_barrier(second, barrier)  # type: ignore[arg-type]
+        sent: list[list[str]] = []
+        threads = [
+            threading.Thread(
+                target=lambda r=replica: sent.append(
+                    r.workflows.send_unsent_escalations()
+                )
+            )
+            for replica in (first, second)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+        assert sorted(sent) == [[], [request]]
+        assert len(first.workflows.escalations()) == 1
+        row = first.workflows.data.request(request)
+        assert row.escalation_subject == first.workflows.escalations()[0].subject_id
+    finally:
+        first.store.close()
+        second.store.close()
+
+
+def _raise() -> None:
+    raise RuntimeError("the node stopped here")
