@@ -116,7 +116,8 @@ class Node:
             on_queued=self.senders.wake,
             appliers=self.appliers,
             prepare=functools.partial(
-                with_deadline, first_report_hours=self.config.workflow.first_report_hours
+                with_deadline,
+                first_report_hours=self.config.workflow.first_report_hours,
             ),
         )
         self.receiver = Receiver(
@@ -136,7 +137,10 @@ class Node:
             self.config.workflow,
         )
         self.deadlines = DeadlineChecker(
-            self.node_id, self.workflows, self.clock, self.config.workflow.checker_interval_ms
+            self.node_id,
+            self.workflows,
+            self.clock,
+            self.config.workflow.checker_interval_ms,
         )
 
         self._federation_server = self._start_federation_server()

@@ -14,7 +14,9 @@ from importlib import import_module
 from node.errors import GuantongError
 
 # Order is the order shown in --help.
-COMMAND_MODULES = ("certs", "run", "client", "records", "requests", "notices", "policy", "peers", "demo")
+COMMAND_MODULES = (
+    "certs", "run", "client", "records", "requests", "notices", "policy", "peers", "demo"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,8 @@ def test_demo_delivers_every_sample_record_to_exactly_the_nodes_its_agreements_i
     for node in ("CN-SH", "CN", "CN-JS"):
         assert f"    on {node}: {superseded}" in lines
     # And the drill request through its lifecycle, as both nodes show it.
-    start = lines.index("CN-HB/HB-DRILL-01-R1 (CN-HB asks CN-HN) through its lifecycle:")
+    title = "CN-HB/HB-DRILL-01-R1 (CN-HB asks CN-HN) through its lifecycle:"
+    start = lines.index(title)
     steps = lines[start + 1 : start + 6]
     assert [step.split(" -> ")[0] for step in steps] == [
         "    published",
