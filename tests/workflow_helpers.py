@@ -15,8 +15,23 @@ from node.envelopes import seal
 from node.records import subject_id
 
 
+class _ClosingStub:
+    """A Workflow stub whose every call opens and closes its own channel, so
+    tests leave no channels (and their threads) behind in this process."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+    def __getattr__(self, method: str):  # type: ignore[no-untyped-def]
+        def call(request, **kwargs):  # type: ignore[no-untyped-def]
+            with grpc.insecure_channel(self.address) as channel:
+                return getattr(wf_grpc.WorkflowStub(channel), method)(request, **kwargs)
+
+        return call
+
+
 def workflow(node: Node) -> wf_grpc.WorkflowStub:
-    return wf_grpc.WorkflowStub(grpc.insecure_channel(node.local_address))
+    return _ClosingStub(node.local_address)  # type: ignore[return-value]
 
 
 def move(
