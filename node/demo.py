@@ -16,7 +16,6 @@ These lines follow the summary; the JSON summary covers the sample file only.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import os
@@ -228,22 +227,33 @@ def _write_config(
 
 def _start(node: DemoNode) -> subprocess.Popen[bytes]:
     log_file = (node.folder / "node.log").open("wb")
+    command = [sys.executable, "-m", "node.cli", "node", "run",
+               "--config", str(node.folder / "node.yaml"), "--log-json"]
+    if sys.platform.startswith("linux"):
+        launcher = [sys.executable, "-c", _STOP_WITH_PARENT, str(os.getpid())]
+        command = [*launcher, *command[1:]]
     return subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "node", "run", "--config", str(node.folder / "node.yaml"),
-         "--log-json"],
+        command,
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        preexec_fn=_stop_with_parent,
     )
 
 
-def _stop_with_parent() -> None:
-    """In the child: get SIGTERM when the demo dies, even by kill -9, so no
-    node is left running on a folder the next demo deletes (Linux only)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+# Runs in the node's process before it becomes the node: ask Linux for SIGTERM
+# when the demo dies, even by kill -9 (the request survives exec), so no node
+# is left running on a folder the next demo deletes; give up if the demo is
+# already gone; then exec the node. Not a preexec_fn: that runs Python between
+# fork and exec in a process full of gRPC threads, and gRPC's fork handlers
+# abort the child there.
+_STOP_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    f"libc.prctl({PR_SET_PDEATHSIG}, int(signal.SIGTERM))\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+)
 
 
 def _wait_healthy(nodes) -> None:  # type: ignore[no-untyped-def]
