@@ -34,7 +34,8 @@ def test_record_no_agreement_allows_is_not_sent_and_says_why(federation):
     publish(hb, incident("HB-HIGH", level=1))
 
     eventually(lambda: inbox_refs(hn) == ["HB-HIGH"])
-    assert pending(hb) == 0
+    # The receiver stores before it answers: wait for the sender to settle.
+    eventually(lambda: pending(hb) == 0)
     delivery = local(hb).Delivery(api.DeliveryRequest(ref="HB-LOW"), timeout=10)
     to_hn = [d for d in delivery.destinations if d.node == "CN-HN"][0]
     assert not to_hn.allowed
