@@ -110,38 +110,59 @@ class Store:
             seq = self._append_txn(connection, entry, None, now)
             if apply is not None:
                 apply(connection, seq, entry)
-            if decisions:
-                connection.execute(
-                    insert(t.decisions),
-                    [
-                        {
-                            "log_seq": seq,
-                            "receiver": d.receiver,
-                            "allowed": d.allowed,
-                            "agreement_id": d.agreement_id,
-                            "agreement_version": d.agreement_version,
-                            "rule": d.rule[:160],
-                            "reason": d.reason,
-                            "withheld_fields": ",".join(d.withheld_fields),
-                        }
-                        for d in decisions
-                    ],
-                )
-            if outbox:
-                connection.execute(
-                    insert(t.outbox),
-                    [
-                        {
-                            "peer": peer,
-                            "log_seq": seq,
-                            "envelope": envelope,
-                            "state": t.PENDING,
-                            "created_at": now,
-                        }
-                        for peer, envelope in outbox
-                    ],
-                )
+            self._route_txn(connection, seq, decisions, outbox, now)
         return seq
+
+    def route_held(
+        self,
+        seq: int,
+        decisions: Sequence[DecisionRow],
+        outbox: Sequence[tuple[str, bytes]],
+        now: datetime,
+    ) -> None:
+        """Decisions and outbox rows for a record already in the log (a relay)."""
+        with self.write() as connection:
+            self._route_txn(connection, seq, decisions, outbox, now)
+
+    def _route_txn(
+        self,
+        connection: Connection,
+        seq: int,
+        decisions: Sequence[DecisionRow],
+        outbox: Sequence[tuple[str, bytes]],
+        now: datetime,
+    ) -> None:
+        if decisions:
+            connection.execute(
+                insert(t.decisions),
+                [
+                    {
+                        "log_seq": seq,
+                        "receiver": d.receiver,
+                        "allowed": d.allowed,
+                        "agreement_id": d.agreement_id,
+                        "agreement_version": d.agreement_version,
+                        "rule": d.rule[:160],
+                        "reason": d.reason,
+                        "withheld_fields": ",".join(d.withheld_fields),
+                    }
+                    for d in decisions
+                ],
+            )
+        if outbox:
+            connection.execute(
+                insert(t.outbox),
+                [
+                    {
+                        "peer": peer,
+                        "log_seq": seq,
+                        "envelope": envelope,
+                        "state": t.PENDING,
+                        "created_at": now,
+                    }
+                    for peer, envelope in outbox
+                ],
+            )
 
     def _append_txn(
         self, connection: Connection, entry: NewEntry, received_from: str | None, now: datetime
