@@ -111,6 +111,12 @@ class Publisher:
             facts = facts_of(record, self.node_id, incident)
             now = self.clock.now()
             record = self.prepare(record, incident, now)
+            if held is not None and read_stored(held.envelope).record == record:
+                # A retry of a publish that already went through (a client
+                # that timed out, say) must not make a second version.
+                log.info("record.unchanged", ref=ref, version=held.subject_version)
+                decisions_held = tuple(self.store.decisions_for(held.seq))
+                return Published(held.message_id, subject, held.subject_version, decisions_held)
             decisions = self._decide(subject, facts, held, now)
             envelope = seal(
                 message_id=uuid.uuid4().hex,

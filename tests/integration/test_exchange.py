@@ -98,3 +98,15 @@ def test_exchange_works_with_both_nodes_on_postgresql(federation, postgres_datab
     publish(hb, incident("HB-PG", level=3))
     eventually(lambda: inbox_refs(hn) == ["HB-PG"])
     assert pending(hb) == 0
+
+
+def test_publishing_the_same_content_again_makes_no_new_version(federation):
+    hb = federation.start("CN-HB", ("CN-HN",))
+    hn = federation.start("CN-HN", ("CN-HB",))
+    first = publish(hb, incident("HB-1"))
+    again = publish(hb, incident("HB-1"))
+    changed = publish(hb, incident("HB-1", phase="peak"))
+
+    assert (again.message_id, again.subject_version) == (first.message_id, 1)
+    assert changed.subject_version == 2
+    eventually(lambda: [m.envelope.subject_version for m in inbox(hn)] == [1, 2])
