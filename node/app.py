@@ -48,6 +48,7 @@ from node.config import NodeConfig
 from node.errors import ConfigError
 from node.local_api import LocalService, NewMessages
 from node.publishing import Publisher
+from node.relay import Relayer
 from node.storage import Store
 from node.workflow import appliers as workflow_appliers
 from node.workflow.deadlines import DeadlineChecker, with_deadline
@@ -120,6 +121,14 @@ class Node:
                 first_report_hours=self.config.workflow.first_report_hours,
             ),
         )
+        self.relayer = Relayer(
+            self.node_id,
+            self.store,
+            self.policies,
+            self.publisher,
+            self.clock,
+            on_queued=self.senders.wake,
+        )
         self.receiver = Receiver(
             self.node_id,
             self.store,
@@ -127,6 +136,7 @@ class Node:
             self.clock,
             on_stored=self.signal.notify,
             appliers=self.appliers,
+            on_accepted=self.relayer.follow,
         )
         self.workflows = Workflows(
             self.node_id,
@@ -242,7 +252,10 @@ class Node:
             options=SERVER_OPTIONS,
         )
         api_grpc.add_LocalServicer_to_server(
-            LocalService(self.node_id, self.store, self.publisher, self.signal), server
+            LocalService(
+                self.node_id, self.store, self.publisher, self.signal, self.relayer
+            ),
+            server,
         )
         admin = AdminService(
             self.node_id, self.policies, self.store,

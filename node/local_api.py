@@ -55,7 +55,15 @@ class NewMessages:
 
 
 class LocalService(api_grpc.LocalServicer):
-    def __init__(self, node_id: str, store: Store, publisher: Publisher, signal: NewMessages):
+    def __init__(
+        self,
+        node_id: str,
+        store: Store,
+        publisher: Publisher,
+        signal: NewMessages,
+        relayer: Relayer,
+    ):
+        self.relayer = relayer
         self.node_id = node_id
         self.store = store
         self.publisher = publisher
@@ -68,6 +76,20 @@ class LocalService(api_grpc.LocalServicer):
         publisher, unit = self.publisher, request.author_unit
         return _publishing(
             context, lambda: publisher.publish(request.ref, request.record, unit)
+        )
+
+    def Forward(
+        self, request: api.ForwardRequest, context: grpc.ServicerContext
+    ) -> api.DeliveryResponse:
+        try:
+            rows = self.relayer.forward(request.origin, request.ref, list(request.to_nodes))
+        except InvalidRecord as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        entry = self.store.latest(subject_id(request.origin, request.ref))
+        return api.DeliveryResponse(
+            subject_id=entry.subject_id,
+            subject_version=entry.subject_version,
+            destinations=[_destination(row) for row in rows],
         )
 
     def Retract(

@@ -129,7 +129,7 @@ class Publisher:
                 record=record,
                 exercise=_exercise(facts, held),
             )
-            rows, outbox = self._route(envelope, record, decisions)
+            rows, outbox = self.route(envelope, record, decisions)
             self.store.append_published(
                 log_entry_for(envelope, kind), rows, outbox, now, apply=self.appliers.hook(None)
             )
@@ -219,7 +219,7 @@ class Publisher:
             )
         return read_stored(held.envelope).record.incident
 
-    def _route(
+    def route(
         self, envelope: pb.Envelope, record: pb.Record, decisions: Sequence[Decision]
     ) -> tuple[list[DecisionRow], list[tuple[str, bytes]]]:
         """Decision rows for every node, and the per-peer envelopes to queue."""
@@ -267,6 +267,7 @@ class Publisher:
             hop.withheld_fields.extend(decision.withheld_fields)
         hop.agreement_id = decision.agreement_id or ""
         hop.agreement_version = decision.agreement_version or 0
+        hop.no_further_sharing = decision.no_further_sharing
         return hop.SerializeToString(deterministic=True)
 
 

@@ -40,7 +40,7 @@ from node.records import (
     subject_id,
 )
 from node.storage import Store
-from node.storage.types import NewEntry, Received, ReceiveOutcome, Refusal
+from node.storage.types import LogEntry, NewEntry, Received, ReceiveOutcome, Refusal
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +93,7 @@ class Receiver:
         clock: Clock,
         on_stored: Callable[[], None] = lambda: None,
         appliers: Appliers | None = None,
+        on_accepted: Callable[[Sequence[LogEntry]], None] = lambda entries: None,
     ):
         self.node_id = node_id
         self.store = store
@@ -100,6 +101,7 @@ class Receiver:
         self.clock = clock
         self.on_stored = on_stored
         self.appliers = appliers or Appliers()
+        self.on_accepted = on_accepted
 
     def push(self, sender: str, envelopes: Sequence[pb.Envelope]) -> list[Result]:
         """Results in the order of ``envelopes``."""
@@ -132,9 +134,26 @@ class Receiver:
             results[index] = self._result(sender, entry, stored, now, refusals)
 
         self.store.record_refusals(refusals)
-        if any(r is not None and r.outcome is Outcome.ACCEPTED for r in results):
+        accepted = [
+            entry
+            for (index, entry) in to_store
+            if results[index] is not None and results[index].outcome is Outcome.ACCEPTED
+        ]
+        if accepted:
             self.on_stored()
+            self._after_accepted({entry.subject_id for entry in accepted})
         return [r for r in results if r is not None]
+
+    def _after_accepted(self, subjects: set[str]) -> None:
+        """Hand the newest stored version of each subject on (to relays).
+
+        What is stored stays stored and acknowledged whatever happens here.
+        """
+        newest = [self.store.latest(subject) for subject in sorted(subjects)]
+        try:
+            self.on_accepted([entry for entry in newest if entry is not None])
+        except Exception:
+            log.exception("message.after_accepted_failed", subjects=sorted(subjects))
 
     def _admit(self, sender: str, envelope: pb.Envelope, batch: _Batch) -> Opened:
         """The envelope ready to store, or Refused saying why not."""
@@ -145,11 +164,7 @@ class Receiver:
 
         origin = envelope.origin_node
         if origin != sender:
-            raise Refused(
-                Outcome.REFUSED_BY_AGREEMENT,
-                f"{sender} may only send its own records; this one is from "
-                f"{origin} and onward sharing is not enabled",
-            )
+            _check_relayed(sender, envelope)
         if envelope.subject_id != subject_id(origin, envelope.ref):
             # Only a subject's origin may publish versions of it, and the
             # subject id names the origin.
@@ -329,6 +344,29 @@ class Receiver:
                     Outcome.REJECTED_INVALID.value, stored.reason)
         )
         return Result(entry.message_id, Outcome.REJECTED_INVALID, stored.reason)
+
+
+def _check_relayed(sender: str, envelope: pb.Envelope) -> None:
+    """A record relayed by ``sender`` rather than sent by its origin.
+
+    It must say so: its path runs from the origin to the sender, and it is
+    marked no further sharing (one relay hop only, see ``node.relay``). Whether
+    the sender may send it to us is then the agreements' to decide, with the
+    sender as the sender. Gap (issue 4): that the origin's agreement allowed
+    onward sharing is the relayer's word until envelopes are signed.
+    """
+    path = list(envelope.path)
+    if len(path) < 2 or path[0] != envelope.origin_node or path[-1] != sender:
+        raise Refused(
+            Outcome.REFUSED_BY_AGREEMENT,
+            f"{sender} sent a record from {envelope.origin_node}, but its path "
+            f"{' -> '.join(path) or '(empty)'} does not run from the origin to {sender}",
+        )
+    if not envelope.no_further_sharing:
+        raise Refused(
+            Outcome.REJECTED_INVALID,
+            f"a record relayed by {sender} must carry the no-further-sharing mark",
+        )
 
 
 def _refusal(now, sender: str, envelope: pb.Envelope, outcome: Outcome, reason: str) -> Refusal:  # type: ignore[no-untyped-def]

@@ -65,6 +65,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     retract.add_argument("--author-unit", default="")
     retract.set_defaults(handler=_retract)
 
+    forward = commands.add_parser(
+        "forward",
+        parents=[common],
+        help="pass on a record this node received (onward sharing)",
+        description=(
+            "Relay a record another node published to the nodes given with --to, "
+            "or to every node this node's agreements allow. Only records that "
+            "arrived under an agreement allowing onward sharing may be passed on, "
+            "once; later versions and a retraction follow them."
+        ),
+    )
+    forward.add_argument("ref", help="the publisher's reference")
+    forward.add_argument("--origin", required=True, help="the node that published it")
+    forward.add_argument("--to", action="append", default=[], dest="to_nodes")
+    forward.set_defaults(handler=_forward)
+
     close = commands.add_parser(
         "close",
         parents=[common],
@@ -161,6 +177,14 @@ def _retract(args: argparse.Namespace) -> int:
     )
     response = call(connect(args).Retract, request, timeout=30)
     print(f"retracted {response.subject_id} at version {response.subject_version}")
+    print_destinations(response.destinations)
+    return 0
+
+
+def _forward(args: argparse.Namespace) -> int:
+    request = api.ForwardRequest(origin=args.origin, ref=args.ref, to_nodes=args.to_nodes)
+    response = call(connect(args).Forward, request, timeout=30)
+    print(f"forwarded {response.subject_id} version {response.subject_version}")
     print_destinations(response.destinations)
     return 0
 

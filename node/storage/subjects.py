@@ -164,8 +164,9 @@ class Subjects:
             retraction_reason=row.retraction_reason,
         )
 
-    def holders(self, subject_id: str) -> list[Holder]:
-        """Nodes a version of this node's subject was delivered or queued to.
+    def holders(self, subject_id: str, relayed: bool = False) -> list[Holder]:
+        """Nodes a version of this node's subject was delivered or queued to;
+        with ``relayed``, nodes this node passed a received subject on to.
 
         A dead letter is not holding: the peer refused that version. A row
         still pending counts, since the peer will get it before anything
@@ -190,7 +191,9 @@ class Subjects:
             )
             .where(
                 t.log.c.subject_id == subject_id,
-                t.log.c.received_from.is_(None),
+                t.log.c.received_from.is_not(None)
+                if relayed
+                else t.log.c.received_from.is_(None),
                 t.outbox.c.state.in_((t.PENDING, t.DELIVERED)),
             )
             .order_by(t.log.c.subject_version)

@@ -269,7 +269,8 @@ def test_flow_without_exercise_refuses_exercises(write_policies: WritePolicies) 
 def test_direction_is_one_way(shipped: PolicySet) -> None:
     report = facts("CN-SH", kind="incident", category="rumor", level=1)
     assert shipped.decide(report, "CN-SH", "CN", NOW).allowed
-    down = facts("CN", kind="incident", category="rumor", level=1)
+    # Down, CN shares only particularly serious (Ⅰ) incidents: a Ⅱ stays up.
+    down = facts("CN", kind="incident", category="rumor", level=2)
     assert not shipped.decide(down, "CN", "CN-SH", NOW).allowed
 
 
