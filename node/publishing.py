@@ -102,6 +102,7 @@ class Publisher:
         validate(record)
         kind = kind_of(record)
         subject = subject_id(self.node_id, ref)
+        self._check_addressees(record)
 
         with self._numbering:
             held = self.store.latest(subject)
@@ -181,6 +182,23 @@ class Publisher:
             record.incident.status = pb.INCIDENT_CLOSED
             record.incident.review = review
             return self.publish(ref, record, author_unit)
+
+    def _check_addressees(self, record: pb.Record) -> None:
+        """A record addressed to nodes must name nodes of the federation."""
+        known = self.policies.current.nodes
+        kind = kind_of(record)
+        addressed = {
+            "joint_request": ("joint_request.to_node", [record.joint_request.to_node]),
+            "notice": ("notice.to_nodes", list(record.notice.to_nodes)),
+        }.get(kind)
+        if addressed is None:
+            return
+        field, nodes = addressed
+        for node in nodes:
+            if node not in known:
+                raise InvalidRecord(
+                    field, f"{node} is not a node of the federation ({', '.join(sorted(known))})"
+                )
 
     def _decide(
         self, subject: str, facts: RecordFacts, held: LogEntry | None, now: datetime

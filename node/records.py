@@ -286,6 +286,18 @@ def _validate_incident(incident: pb.IncidentReport) -> None:
 # --- the publisher's JSON shape (the sample file) ---------------------------
 
 
+_COMMON_KEYS = {"ref", "node", "kind"}
+_KEYS = {
+    "incident": {
+        "title", "summary", "category", "level", "phase", "status", "regions",
+        "entities", "platforms", "keywords", "first_seen", "exercise", "review",
+    },
+    "statement": {"text", "approved_by", "incident_ref", "category", "keywords", "supersedes"},
+    "joint_request": {"incident_ref", "to", "ask", "due_at", "due_within_hours"},
+    "notice": {"title", "body", "to"},
+}
+
+
 def record_from_json(data: dict[str, Any], origin: str) -> tuple[str, pb.Record]:
     """Turn one line of the sample file's shape into ``(ref, Record)``.
 
@@ -305,6 +317,12 @@ def record_from_json(data: dict[str, Any], origin: str) -> tuple[str, pb.Record]
     }
     if kind not in builders:
         raise InvalidRecord("kind", f"unknown kind {kind!r}; one of {', '.join(builders)}")
+    unknown = sorted(set(data) - _COMMON_KEYS - _KEYS[kind])
+    if unknown:
+        # A misspelt key would otherwise vanish without a word.
+        raise InvalidRecord(
+            unknown[0], f"is not a field of a {kind}; known: {', '.join(sorted(_KEYS[kind]))}"
+        )
     record = builders[kind](data, origin)
     validate(record)
     return ref, record
@@ -389,6 +407,8 @@ def _request_from_json(data: dict[str, Any], origin: str) -> pb.Record:
     to_node = _text(data, "to")
     if not is_node_id(to_node):
         raise InvalidRecord("to", f"not a node id: {to_node!r}")
+    if to_node == origin:
+        raise InvalidRecord("to", f"a request goes to another node, not to {origin} itself")
     request = pb.JointHandlingRequest(
         incident_subject=subject_id(origin, _text(data, "incident_ref")),
         to_node=to_node,

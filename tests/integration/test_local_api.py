@@ -10,7 +10,7 @@ from guantong.v1 import records_pb2 as pb
 
 from gateway.identity import TlsFiles, secure_channel
 from node.records import record_from_json
-from tests.helpers import incident, local
+from tests.helpers import incident, local, publish
 
 
 def valid_incident() -> pb.Record:
@@ -94,3 +94,19 @@ def test_off_loopback_local_api_refuses_plaintext(exposed_hb):
     with pytest.raises(grpc.RpcError) as refused:
         stub.Status(api.StatusRequest(), timeout=5)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_joint_request_to_a_node_outside_the_federation_is_refused(federation):
+    hb = federation.start("CN-HB", ("CN-HN",))
+    publish(hb, incident("HB-1"))
+    _, record = record_from_json(
+        {"ref": "HB-1-R1", "kind": "joint_request", "incident_ref": "HB-1",
+         "ask": "请核查", "to": "CN-XX"},
+        "CN-HB",
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        local(hb).Publish(api.PublishRequest(ref="HB-1-R1", record=record), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith(
+        "joint_request.to_node: CN-XX is not a node of the federation"
+    )
