@@ -46,6 +46,29 @@ class SentStamp:
 
 
 @dataclass(frozen=True)
+class AnsweredStamp:
+    """One outbox row the peer answered about its copy of the agreement."""
+
+    peer: str
+    state: str
+    peer_agreement_id: str
+    peer_agreement_version: int
+    withheld_by_peer: tuple[str, ...]
+    settled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RefusedStamp:
+    """One message refused here that named an agreement."""
+
+    sender: str
+    outcome: str
+    agreement_id: str
+    agreement_version: int
+    at: datetime
+
+
+@dataclass(frozen=True)
 class ReceivedStamp:
     """One received message's envelope, with who delivered it and when."""
 
@@ -72,7 +95,14 @@ def requeue_peer(store: Store, peer: str) -> int:
                 t.outbox.c.peer == peer,
                 t.outbox.c.state.in_((t.DELIVERED, t.DEAD_LETTER)),
             )
-            .values(state=t.PENDING, settled_at=None, outcome=None)
+            .values(
+                state=t.PENDING,
+                settled_at=None,
+                outcome=None,
+                peer_agreement_id=None,
+                peer_agreement_version=None,
+                withheld_by_peer=None,
+            )
         ).rowcount
         connection.execute(
             update(t.peer_state)
@@ -115,6 +145,64 @@ def recent_received(reader: Reader, limit: int = RECENT_ROWS) -> list[ReceivedSt
     )
     with reader.read() as connection:
         return [ReceivedStamp(*row) for row in connection.execute(query)]
+
+
+def recent_answered(reader: Reader, limit: int = RECENT_ROWS) -> list[AnsweredStamp]:
+    """The newest outbox rows a peer answered with its agreement, newest first."""
+    query = (
+        select(
+            t.outbox.c.peer,
+            t.outbox.c.state,
+            t.outbox.c.peer_agreement_id,
+            t.outbox.c.peer_agreement_version,
+            t.outbox.c.withheld_by_peer,
+            t.outbox.c.settled_at,
+        )
+        .where(t.outbox.c.peer_agreement_id.is_not(None))
+        .order_by(t.outbox.c.id.desc())
+        .limit(limit)
+    )
+    with reader.read() as connection:
+        return [
+            AnsweredStamp(
+                peer=row.peer,
+                state=row.state,
+                peer_agreement_id=row.peer_agreement_id,
+                peer_agreement_version=row.peer_agreement_version or 0,
+                withheld_by_peer=tuple(
+                    f for f in (row.withheld_by_peer or "").split(",") if f
+                ),
+                settled_at=row.settled_at,
+            )
+            for row in connection.execute(query)
+        ]
+
+
+def recent_refused(reader: Reader, limit: int = RECENT_ROWS) -> list[RefusedStamp]:
+    """The newest refusals of messages that named an agreement, newest first."""
+    query = (
+        select(
+            t.refusals.c.sender,
+            t.refusals.c.outcome,
+            t.refusals.c.agreement_id,
+            t.refusals.c.agreement_version,
+            t.refusals.c.at,
+        )
+        .where(t.refusals.c.agreement_id.is_not(None))
+        .order_by(t.refusals.c.id.desc())
+        .limit(limit)
+    )
+    with reader.read() as connection:
+        return [
+            RefusedStamp(
+                row.sender,
+                row.outcome,
+                row.agreement_id,
+                row.agreement_version or 0,
+                row.at,
+            )
+            for row in connection.execute(query)
+        ]
 
 
 # --- records held ----------------------------------------------------------------

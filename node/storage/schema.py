@@ -5,10 +5,13 @@
 - ``decisions``: for each published record, what the agreements said for every
   known node, stored in the same transaction as the record.
 - ``outbox``: one row per record and peer that may receive it, holding the
-  envelope exactly as that peer gets it (fields withheld for that hop).
+  envelope exactly as that peer gets it (fields withheld for that hop), and
+  once settled the peer's answer: its version of the agreement and the fields
+  its copy withheld beyond ours.
 - ``peer_state``: the per-peer backoff, so a restart resumes it.
 - ``refusals``: messages a peer sent that we refused, for the audit trail
-  (stale versions, recorded no-ops, among them).
+  (stale versions, recorded no-ops, among them), with the agreement and
+  version the envelope named and our version of that agreement.
 - ``subjects``, ``statements``, ``cases``: views of the log, one row per
   subject, written by appliers in the transaction of the log row they derive
   from (``node.lifecycle``): a subject's newest version and whether it is
@@ -108,6 +111,12 @@ outbox = Table(
     Column("created_at", Stamp, nullable=False),
     Column("settled_at", Stamp, nullable=True),
     Column("outcome", Text, nullable=True),
+    # The peer's answer about its copy of the agreement the envelope names,
+    # when it gave one (migration 0004): its id and version, and the fields
+    # it withheld beyond those sent, comma-separated.
+    Column("peer_agreement_id", String(64), nullable=True),
+    Column("peer_agreement_version", Integer, nullable=True),
+    Column("withheld_by_peer", Text, nullable=True),
     Index("ix_outbox_peer_state", "peer", "state", "id"),
     # Who holds a subject is read through here (migration 0002).
     Index("ix_outbox_log_seq", "log_seq"),
@@ -133,6 +142,11 @@ refusals = Table(
     Column("kind", String(16), nullable=False),
     Column("outcome", String(32), nullable=False),
     Column("reason", Text, nullable=False),
+    # The agreement and version the envelope was stamped with, and the version
+    # of it in force here (0: not held) when refused (migration 0004).
+    Column("agreement_id", String(64), nullable=True),
+    Column("agreement_version", Integer, nullable=True),
+    Column("own_agreement_version", Integer, nullable=True),
 )
 
 # Outbox states.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import resources
@@ -29,10 +29,12 @@ from sqlalchemy.exc import IntegrityError
 
 from node.storage import schema as t
 from node.storage.types import (
+    AgreementStamp,
     DecisionRow,
     LogEntry,
     NewEntry,
     OutboxItem,
+    PeerAnswer,
     PeerBackoff,
     PeerCounts,
     Received,
@@ -288,6 +290,7 @@ class Store:
                         "kind": r.kind,
                         "outcome": r.outcome,
                         "reason": r.reason,
+                        **_stamp_columns(r.agreement),
                     }
                     for r in refusals
                 ],
@@ -307,6 +310,7 @@ class Store:
                 kind=r.kind,
                 outcome=r.outcome,
                 reason=r.reason,
+                agreement=_stamp(r),
             )
             for r in rows
         ]
@@ -394,14 +398,30 @@ class Store:
         with self.read() as connection:
             return [OutboxItem(id=r.id, envelope=r.envelope) for r in connection.execute(query)]
 
-    def settle(self, peer: str, settled: Sequence[tuple[int, str, str]], now: datetime) -> None:
-        """Mark outbox rows (id, state, outcome) and end the peer's backoff; one txn."""
+    def settle(
+        self,
+        peer: str,
+        settled: Sequence[tuple[int, str, str]],
+        now: datetime,
+        answers: Mapping[int, PeerAnswer] | None = None,
+    ) -> None:
+        """Mark outbox rows (id, state, outcome) and end the peer's backoff; one txn.
+
+        ``answers``, by outbox id: what the peer said of its copy of the
+        agreement, kept on the row for ``node.mismatches``.
+        """
+        answers = answers or {}
         with self.write() as connection:
             for outbox_id, state, outcome in settled:
                 connection.execute(
                     update(t.outbox)
                     .where(t.outbox.c.id == outbox_id, t.outbox.c.peer == peer)
-                    .values(state=state, settled_at=now, outcome=outcome)
+                    .values(
+                        state=state,
+                        settled_at=now,
+                        outcome=outcome,
+                        **_answer_columns(answers.get(outbox_id)),
+                    )
                 )
             self._save_backoff_txn(connection, PeerBackoff(peer, 0, None, None))
 
@@ -467,6 +487,41 @@ class Store:
             ).scalar_one()
             refused = connection.execute(select(func.count()).select_from(t.refusals)).scalar_one()
         return int(published), int(received), int(refused)
+
+
+def _stamp_columns(stamp: AgreementStamp | None) -> dict[str, object]:
+    if stamp is None:
+        # Every row of one insert names the same columns.
+        return dict.fromkeys(
+            ("agreement_id", "agreement_version", "own_agreement_version")
+        )
+    return {
+        "agreement_id": stamp.agreement_id,
+        "agreement_version": stamp.sent_version,
+        "own_agreement_version": stamp.own_version,
+    }
+
+
+def _stamp(row) -> AgreementStamp | None:  # type: ignore[no-untyped-def]
+    if row.agreement_id is None:
+        return None
+    return AgreementStamp(
+        row.agreement_id, row.agreement_version or 0, row.own_agreement_version or 0
+    )
+
+
+def _answer_columns(answer: PeerAnswer | None) -> dict[str, object]:
+    if answer is None:
+        return {
+            "peer_agreement_id": None,
+            "peer_agreement_version": None,
+            "withheld_by_peer": None,
+        }
+    return {
+        "peer_agreement_id": answer.agreement_id,
+        "peer_agreement_version": answer.agreement_version,
+        "withheld_by_peer": ",".join(answer.withheld_fields),
+    }
 
 
 def _entry(row) -> LogEntry:  # type: ignore[no-untyped-def]

@@ -73,6 +73,17 @@ class PeerCounts:
 
 
 @dataclass(frozen=True)
+class AgreementStamp:
+    """The agreement a received message was sent under, and our copy of it."""
+
+    agreement_id: str
+    # The version the sender stamped on the envelope.
+    sent_version: int
+    # The version this node enforces; 0 when it holds no agreement of that id.
+    own_version: int
+
+
+@dataclass(frozen=True)
 class Refusal:
     at: datetime
     sender: str
@@ -81,6 +92,19 @@ class Refusal:
     kind: str
     outcome: str
     reason: str
+    # None when the envelope names no agreement.
+    agreement: AgreementStamp | None = None
+
+
+@dataclass(frozen=True)
+class PeerAnswer:
+    """A peer's word on its copy of the agreement a message was sent under."""
+
+    agreement_id: str
+    # The version the peer enforces; 0 when it holds no agreement of that id.
+    agreement_version: int
+    # Fields the peer's copy withheld beyond those this node had withheld.
+    withheld_fields: tuple[str, ...] = ()
 
 
 class ReceiveOutcome(Enum):

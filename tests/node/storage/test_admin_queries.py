@@ -15,12 +15,20 @@ from node.storage.admin import (
     ReadOnlyDatabase,
     latest,
     published_latest,
+    recent_answered,
     recent_received,
+    recent_refused,
     recent_sent,
     requeue_peer,
 )
 from node.storage.schema import DEAD_LETTER, DELIVERED, PENDING
-from node.storage.types import NewEntry, PeerBackoff
+from node.storage.types import (
+    AgreementStamp,
+    NewEntry,
+    PeerAnswer,
+    PeerBackoff,
+    Refusal,
+)
 
 NOW = datetime(2025, 7, 1, 8, 0, tzinfo=UTC)
 
@@ -119,6 +127,53 @@ def test_recent_sent_reads_rows_in_one_state_newest_first(store):
     assert rows[0].outcome == "REFUSED_BY_AGREEMENT: no"
     assert rows[0].settled_at == NOW
     assert recent_sent(store, PENDING) == []
+
+
+def test_peer_answers_are_kept_on_the_row_and_cleared_by_a_requeue(store):
+    for ref in ("A", "B", "C"):
+        publish(store, ref, ("CN-HN",))
+    a, b, c = (row.id for row in store.pending_for("CN-HN", 10))
+    answers = {
+        a: PeerAnswer("central-china", 2, ("incident.entities",)),
+        b: PeerAnswer("central-china", 2),
+    }
+    settled = [
+        (a, DELIVERED, "ACCEPTED"),
+        (b, DEAD_LETTER, "REFUSED_BY_AGREEMENT: no"),
+        (c, DELIVERED, "ACCEPTED"),
+    ]
+    store.settle("CN-HN", settled, NOW, answers)
+
+    # Newest first; the row answered without a word of the agreement is not
+    # among them.
+    rows = recent_answered(store)
+    assert [(r.state, r.peer_agreement_version, r.withheld_by_peer) for r in rows] == [
+        (DEAD_LETTER, 2, ()),
+        (DELIVERED, 2, ("incident.entities",)),
+    ]
+    assert {r.peer_agreement_id for r in rows} == {"central-china"}
+
+    requeue_peer(store, "CN-HN")
+    assert recent_answered(store) == []
+
+
+def test_refusals_keep_the_envelopes_stamp_and_our_version(store):
+    stamp = AgreementStamp("central-china", 1, 2)
+    refusals = [
+        Refusal(NOW, "CN-HB", "CN-HB", "m1", "incident", "refused_by_agreement", "no"),
+        Refusal(
+            NOW, "CN-HB", "CN-HB", "m2", "incident", "refused_by_agreement", "no", stamp
+        ),
+    ]
+    store.record_refusals(refusals)
+
+    assert [r.agreement for r in store.refusals()] == [stamp, None]
+    [refused] = recent_refused(store)
+    assert (refused.sender, refused.agreement_id, refused.agreement_version) == (
+        "CN-HB",
+        "central-china",
+        1,
+    )
 
 
 def test_read_only_database_reads_but_cannot_write(store, database_url):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 from node.storage import Store, content_digest
@@ -46,6 +50,28 @@ def store(database_url: str) -> Store:
 def test_migrating_twice_changes_nothing(store):
     store.migrate()
     assert store.log_counts() == (0, 0, 0)
+
+
+def test_agreement_stamps_migration_goes_down_and_up_again(store):
+    def columns(table: str) -> set[str]:
+        return {c["name"] for c in inspect(store.engine).get_columns(table)}
+
+    config = AlembicConfig()
+    migrations = resources.files("node.storage") / "migrations"
+    config.set_main_option("script_location", str(migrations))
+    with store.write() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    assert "peer_agreement_version" not in columns("outbox")
+    assert "own_agreement_version" not in columns("refusals")
+
+    store.migrate()
+    assert {"peer_agreement_id", "peer_agreement_version", "withheld_by_peer"} <= (
+        columns("outbox")
+    )
+    assert {"agreement_id", "agreement_version", "own_agreement_version"} <= (
+        columns("refusals")
+    )
 
 
 def test_published_record_its_decisions_and_outbox_commit_together(store):
