@@ -7,7 +7,10 @@ of the agreements — and everything that passes is stored in one transaction,
 keyed on (origin, message id). A redelivered duplicate is a successful no-op;
 the same id with other content is rejected and recorded. Refusals are recorded
 in the audit table, never stored as records, and never stall the messages
-after them in the batch.
+after them in the batch. Every result and refusal names the agreement the
+envelope was sent under with this node's version of it, and a result the
+fields this node's copy withheld beyond the sender's: that is how the sender
+learns of a copy other than its own (``node.mismatches``).
 
 Records change by new versions of a subject, and only the subject's origin
 may publish them: a subject id must be ``<origin>/<ref>``. A version not newer
@@ -21,12 +24,12 @@ retraction passes only for a subject this node holds (see ``_admit``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import structlog
 
-from gateway.policy import PolicyHolder, apply_withholding
+from gateway.policy import PolicyHolder, PolicySet, apply_withholding
 from guantong.v1 import records_pb2 as pb
 from node.appliers import Appliers
 from node.clock import Clock
@@ -40,7 +43,14 @@ from node.records import (
     subject_id,
 )
 from node.storage import Store
-from node.storage.types import LogEntry, NewEntry, Received, ReceiveOutcome, Refusal
+from node.storage.types import (
+    AgreementStamp,
+    LogEntry,
+    NewEntry,
+    Received,
+    ReceiveOutcome,
+    Refusal,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +67,11 @@ class Result:
     message_id: str
     outcome: Outcome
     reason: str = ""
+    # The agreement the envelope names, with our version of it, answered to
+    # the sender so it learns of a mismatch; None when it names none.
+    agreement: AgreementStamp | None = None
+    # Fields our copy withheld beyond the sender's (accepted or duplicate).
+    withheld_by_receiver: tuple[str, ...] = ()
 
 
 # What the refusals table calls a recorded no-op for an old version.
@@ -110,18 +125,22 @@ class Receiver:
         to_store: list[tuple[int, NewEntry]] = []
         refusals: list[Refusal] = []
         batch = _Batch()
+        stamps = [_stamp(self.policies.current, e) for e in envelopes]
+        withheld: dict[int, tuple[str, ...]] = {}
 
         for index, envelope in enumerate(envelopes):
             try:
                 opened = self._admit(sender, envelope, batch)
             except Refused as refused:
-                results[index] = Result(envelope.message_id, refused.outcome, refused.reason)
-                refusals.append(_refusal(now, sender, envelope, refused.outcome, refused.reason))
+                outcome, reason, stamp = refused.outcome, refused.reason, stamps[index]
+                results[index] = Result(envelope.message_id, outcome, reason, stamp)
+                refusals.append(_refusal(now, sender, envelope, outcome, reason, stamp))
                 continue
             if opened.kind == "incident":
                 batch.incidents[opened.envelope.subject_id] = opened.record.incident
             batch.subjects.add(opened.envelope.subject_id)
             to_store.append((index, log_entry_for(opened.envelope, opened.kind)))
+            withheld[index] = _withheld_beyond(envelope, opened.envelope)
 
         outcomes = self.store.append_received(
             [entry for _, entry in to_store],
@@ -131,7 +150,8 @@ class Receiver:
             check=self.appliers.check_hook(sender),
         )
         for (index, entry), stored in zip(to_store, outcomes, strict=True):
-            results[index] = self._result(sender, entry, stored, now, refusals)
+            result = self._result(sender, entry, stored, now, refusals, stamps[index])
+            results[index] = _answered(result, stamps[index], withheld[index])
 
         self.store.record_refusals(refusals)
         accepted = [
@@ -291,6 +311,7 @@ class Receiver:
         stored: Received,
         now,  # type: ignore[no-untyped-def]
         refusals: list[Refusal],
+        stamp: AgreementStamp | None = None,
     ) -> Result:
         if stored.outcome is ReceiveOutcome.ACCEPTED:
             log.info(
@@ -317,7 +338,7 @@ class Receiver:
             )
             refusals.append(
                 Refusal(now, sender, entry.origin, entry.message_id, entry.kind,
-                        STALE_VERSION, stored.reason)
+                        STALE_VERSION, stored.reason, stamp)
             )
             return Result(entry.message_id, Outcome.DUPLICATE, stored.reason)
         if stored.outcome is ReceiveOutcome.REFUSED:
@@ -330,7 +351,7 @@ class Receiver:
             )
             refusals.append(
                 Refusal(now, sender, entry.origin, entry.message_id, entry.kind,
-                        REFUSED_BY_STATE, stored.reason)
+                        REFUSED_BY_STATE, stored.reason, stamp)
             )
             return Result(entry.message_id, Outcome.REJECTED_INVALID, stored.reason)
         log.warning(
@@ -341,7 +362,7 @@ class Receiver:
         )
         refusals.append(
             Refusal(now, sender, entry.origin, entry.message_id, entry.kind,
-                    Outcome.REJECTED_INVALID.value, stored.reason)
+                    Outcome.REJECTED_INVALID.value, stored.reason, stamp)
         )
         return Result(entry.message_id, Outcome.REJECTED_INVALID, stored.reason)
 
@@ -369,7 +390,14 @@ def _check_relayed(sender: str, envelope: pb.Envelope) -> None:
         )
 
 
-def _refusal(now, sender: str, envelope: pb.Envelope, outcome: Outcome, reason: str) -> Refusal:  # type: ignore[no-untyped-def]
+def _refusal(  # type: ignore[no-untyped-def]
+    now,
+    sender: str,
+    envelope: pb.Envelope,
+    outcome: Outcome,
+    reason: str,
+    stamp: AgreementStamp | None = None,
+) -> Refusal:
     log.warning(
         "message.refused",
         origin=envelope.origin_node,
@@ -377,6 +405,16 @@ def _refusal(now, sender: str, envelope: pb.Envelope, outcome: Outcome, reason: 
         outcome=outcome.value,
         reason=reason,
     )
+    if stamp is not None and stamp.sent_version != stamp.own_version:
+        log.warning(
+            "policy.version_mismatch",
+            peer=sender,
+            agreement=stamp.agreement_id,
+            ours=stamp.own_version,
+            theirs=stamp.sent_version,
+            message_id=envelope.message_id,
+            refused=True,
+        )
     return Refusal(
         at=now,
         sender=sender,
@@ -385,4 +423,36 @@ def _refusal(now, sender: str, envelope: pb.Envelope, outcome: Outcome, reason: 
         kind=KIND_NAMES.get(envelope.kind, "unknown"),
         outcome=outcome.value,
         reason=reason,
+        agreement=stamp,
+    )
+
+
+def _stamp(policy_set: PolicySet, envelope: pb.Envelope) -> AgreementStamp | None:
+    """The agreement ``envelope`` was sent under, with our version of it.
+
+    It is our copy of that agreement, not whichever agreement our decision
+    fell under, that the sender needs to compare with its own.
+    """
+    if not envelope.agreement_id:
+        return None
+    ours = policy_set.agreement(envelope.agreement_id)
+    return AgreementStamp(
+        envelope.agreement_id,
+        envelope.agreement_version,
+        ours.version if ours is not None else 0,
+    )
+
+
+def _withheld_beyond(sent: pb.Envelope, admitted: pb.Envelope) -> tuple[str, ...]:
+    """What our copy withheld that the sender had sent (see _apply_own_withholding)."""
+    return tuple(f for f in admitted.withheld_fields if f not in sent.withheld_fields)
+
+
+def _answered(
+    result: Result, stamp: AgreementStamp | None, withheld: tuple[str, ...]
+) -> Result:
+    """``result`` with what the sender should hear of our copy of the agreement."""
+    taken = result.outcome in (Outcome.ACCEPTED, Outcome.DUPLICATE)
+    return replace(
+        result, agreement=stamp, withheld_by_receiver=withheld if taken else ()
     )

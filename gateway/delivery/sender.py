@@ -14,12 +14,20 @@ hammering a peer that is down. The backoff doubles up to a ceiling, with
 jitter, and ends at the first push that gets through. Only transport failures
 back off; a peer refusing a batch under its agreements is an answer, not a
 failure.
+
+Every answer names the peer's version of the agreement the message was sent
+under, and the fields its copy withheld beyond ours; both are kept on the
+outbox row (``node.mismatches`` reads them), and a version other than the
+one the message was sent under is logged as ``policy.version_mismatch``. The
+stricter copy has already won at the peer: what it refused is a dead letter,
+what it withheld it did not store.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,16 +35,17 @@ from enum import Enum
 
 import grpc
 import structlog
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
-
+from google.protobuf.message import DecodeError
 from guantong.v1 import federation_pb2 as fed
 from guantong.v1 import federation_pb2_grpc as fed_grpc
 from guantong.v1 import records_pb2 as pb
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
+
 from node.clock import Clock
 from node.config import DeliveryConfig
 from node.storage import Store
 from node.storage.schema import DEAD_LETTER, DELIVERED
-from node.storage.types import OutboxItem, PeerBackoff
+from node.storage.types import OutboxItem, PeerAnswer, PeerBackoff
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +53,8 @@ log = structlog.get_logger(__name__)
 # agreements (as opposed to refusing the caller's identity).
 REFUSED_BY_AGREEMENT_KEY = "guantong-refused"
 REFUSED_BY_AGREEMENT_VALUE = "agreement"
+# ... and the per-envelope results of that batch: a serialized PushResponse.
+RESULTS_KEY = "guantong-results-bin"
 
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
@@ -119,6 +130,7 @@ class PeerSender:
             return self._back_off(backoff, error)
 
         settled = self._settle(batch, response)
+        self._log.info("peer.batch_delivered", messages=settled)
         if backoff.failed_attempts:
             self._log.info("peer.backoff_ended", after_attempts=backoff.failed_attempts)
         return Step(StepKind.DELIVERED, settled=settled)
@@ -139,34 +151,64 @@ class PeerSender:
         raise AssertionError("unreachable: tenacity reraises")
 
     def _settle(self, batch: list[OutboxItem], response: fed.PushResponse) -> int:
+        """Settle each row the peer answered; how many were settled."""
         by_id = {result.message_id: result for result in response.results}
         settled: list[tuple[int, str, str]] = []
+        answers: dict[int, PeerAnswer] = {}
+        mismatches = _Mismatches()
         for item in batch:
-            message_id = _envelope(item).message_id
-            result = by_id.get(message_id)
+            envelope = _envelope(item)
+            result = by_id.get(envelope.message_id)
             if result is None:
                 continue  # not answered: stays pending, goes again
+
+            outcome = fed.DeliveryOutcome.Name(result.outcome)
             if result.outcome in (fed.ACCEPTED, fed.DUPLICATE):
-                settled.append((item.id, DELIVERED, fed.DeliveryOutcome.Name(result.outcome)))
+                settled.append((item.id, DELIVERED, outcome))
             else:
-                outcome = fed.DeliveryOutcome.Name(result.outcome)
                 self._log.warning(
                     "peer.message_refused",
-                    message_id=message_id,
+                    message_id=envelope.message_id,
                     outcome=outcome,
                     reason=result.reason,
                 )
                 settled.append((item.id, DEAD_LETTER, f"{outcome}: {result.reason}"))
-        self.store.settle(self.peer, settled, self.clock.now())
-        self._log.info("peer.batch_delivered", messages=len(settled))
+
+            # A peer that says nothing of the agreement (an older node) leaves
+            # the row without an answer.
+            if result.agreement_id:
+                answers[item.id] = PeerAnswer(
+                    result.agreement_id,
+                    result.agreement_version,
+                    tuple(result.withheld_by_receiver),
+                )
+                mismatches.add(envelope, result)
+
+        self.store.settle(self.peer, settled, self.clock.now(), answers)
+        mismatches.log(self._log)
         return len(settled)
 
-    def _settle_all_refused(self, batch: list[OutboxItem], error: grpc.RpcError) -> Step:
-        reason = f"REFUSED_BY_AGREEMENT: {error.details()}"
-        self._log.warning("peer.batch_refused", messages=len(batch), reason=error.details())
-        now = self.clock.now()
-        self.store.settle(self.peer, [(item.id, DEAD_LETTER, reason) for item in batch], now)
-        return Step(StepKind.DELIVERED, settled=len(batch))
+    def _settle_all_refused(
+        self, batch: list[OutboxItem], error: grpc.RpcError
+    ) -> Step:
+        """The peer refused the whole batch: every row is a dead letter, with
+        the peer's own result where its trailer carries one."""
+        self._log.warning(
+            "peer.batch_refused", messages=len(batch), reason=error.details()
+        )
+        answered = {r.message_id: r for r in _trailer_results(error)}
+        response = fed.PushResponse()
+        for item in batch:
+            message_id = _envelope(item).message_id
+            if message_id in answered:
+                response.results.append(answered[message_id])
+            else:
+                response.results.add(
+                    message_id=message_id,
+                    outcome=fed.REFUSED_BY_AGREEMENT,
+                    reason=error.details(),
+                )
+        return Step(StepKind.DELIVERED, settled=self._settle(batch, response))
 
     def _back_off(self, backoff: PeerBackoff, error: grpc.RpcError) -> Step:
         attempts = backoff.failed_attempts + 1
@@ -238,6 +280,53 @@ def _envelope(item: OutboxItem) -> pb.Envelope:
     envelope = pb.Envelope()
     envelope.ParseFromString(item.envelope)
     return envelope
+
+
+class _Mismatches:
+    """Answers naming another version than a message was sent under, to be
+    logged once per agreement and pair of versions for a batch."""
+
+    def __init__(self) -> None:
+        self._messages: dict[tuple[str, int, int], int] = defaultdict(int)
+        self._refused: dict[tuple[str, int, int], int] = defaultdict(int)
+        self._withheld: dict[tuple[str, int, int], set[str]] = defaultdict(set)
+
+    def add(self, envelope: pb.Envelope, result: fed.DeliveryResult) -> None:
+        if result.agreement_id != envelope.agreement_id:
+            return
+        if result.agreement_version == envelope.agreement_version:
+            return
+        sent_under = envelope.agreement_version
+        key = (envelope.agreement_id, sent_under, result.agreement_version)
+        self._messages[key] += 1
+        if result.outcome not in (fed.ACCEPTED, fed.DUPLICATE):
+            self._refused[key] += 1
+        self._withheld[key].update(result.withheld_by_receiver)
+
+    def log(self, logger: structlog.stdlib.BoundLogger) -> None:
+        for key, messages in sorted(self._messages.items()):
+            agreement, ours, theirs = key
+            logger.warning(
+                "policy.version_mismatch",
+                agreement=agreement,
+                ours=ours,
+                theirs=theirs,
+                messages=messages,
+                refused=self._refused[key],
+                withheld=sorted(self._withheld[key]),
+            )
+
+
+def _trailer_results(error: grpc.RpcError) -> list[fed.DeliveryResult]:
+    """The per-envelope results a refused batch's trailer carries, if any."""
+    trailers = getattr(error, "trailing_metadata", lambda: None)() or ()
+    for key, value in trailers:
+        if key == RESULTS_KEY and isinstance(value, bytes):
+            try:
+                return list(fed.PushResponse.FromString(value).results)
+            except DecodeError:
+                return []
+    return []
 
 
 def _is_transient(error: BaseException) -> bool:
