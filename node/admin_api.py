@@ -145,6 +145,8 @@ def _mismatch(mismatch: Mismatch) -> api.VersionMismatch:
         theirs=mismatch.theirs,
         seen_as=mismatch.seen_as,
         messages=mismatch.messages,
+        refused=mismatch.refused,
+        withheld_fields=mismatch.withheld_fields,
     )
     if mismatch.last_at is not None:
         message.last_at.CopyFrom(timestamp(mismatch.last_at))

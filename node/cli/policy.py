@@ -452,13 +452,31 @@ def run_status(args: argparse.Namespace) -> int:
     if not response.mismatches:
         print("no version mismatches seen with peers")
     for mismatch in response.mismatches:
-        ours = f"v{mismatch.ours}" if mismatch.ours else "not held"
-        print(
-            f"mismatch: {mismatch.peer} {mismatch.agreement_id}: ours {ours}, "
-            f"theirs v{mismatch.theirs} ({mismatch.seen_as}, "
-            f"{mismatch.messages} message(s), last {_time(mismatch.last_at)})"
-        )
+        print(_mismatch_line(mismatch))
     return 0
+
+
+def _mismatch_line(mismatch: admin.VersionMismatch) -> str:
+    """``peer CN-HN enforces central-china v2, we v1 (...)``, in words."""
+    agreement = mismatch.agreement_id
+    if mismatch.theirs:
+        theirs = f"peer {mismatch.peer} enforces {agreement} v{mismatch.theirs}"
+    else:
+        theirs = f"peer {mismatch.peer} holds no {agreement}"
+    ours = f"we v{mismatch.ours}" if mismatch.ours else "we hold none"
+    if mismatch.seen_as == "sent":
+        details = [f"its answers to {mismatch.messages} message(s) we sent"]
+        if mismatch.refused:
+            details.append(f"{mismatch.refused} refused there")
+        if mismatch.withheld_fields:
+            fields = ", ".join(mismatch.withheld_fields)
+            details.append(f"it withheld {fields} beyond our copy")
+    else:
+        details = [f"{mismatch.messages} message(s) it sent here"]
+        if mismatch.refused:
+            details.append(f"{mismatch.refused} refused here")
+    details.append(f"last {_time(mismatch.last_at)}")
+    return f"mismatch: {theirs}, {ours} ({'; '.join(details)})"
 
 
 def _versions(agreements: Sequence[admin.AgreementInForce]) -> str:
