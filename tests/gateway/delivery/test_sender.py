@@ -128,7 +128,9 @@ def queued(store: Store, *message_ids: str) -> None:
         )
 
 
-def answering_sender(store: Store, answer) -> PeerSender:  # type: ignore[no-untyped-def]
+def answering_sender(  # type: ignore[no-untyped-def]
+    store: Store, answer
+) -> PeerSender:
     return PeerSender(
         "CN-HN",
         store,
