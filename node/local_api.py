@@ -20,6 +20,7 @@ from guantong.v1 import records_pb2 as pb
 from node.envelopes import read_stored
 from node.errors import GuantongError, InvalidRecord
 from node.publishing import Published, Publisher
+from node.relay import Relayer
 from node.records import CATEGORIES, CATEGORY_CODES, is_node_id, subject_id, timestamp
 from node.storage import Store
 from node.storage.library import Found, Library, search_terms
