@@ -29,9 +29,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 import structlog
+from guantong.v1 import records_pb2 as pb
 
 from gateway.policy import Decision, PolicyHolder
-from guantong.v1 import records_pb2 as pb
 from node.clock import Clock
 from node.envelopes import Opened, read_stored
 from node.errors import InvalidRecord
@@ -103,27 +103,25 @@ class Relayer:
                 decisions.append(policy.decide(facts, self.node_id, target, self.clock.now()))
         return self._queue(held, opened, decisions)
 
-    def follow(self, entries: Sequence[LogEntry]) -> None:
-        """After new versions are received: pass each on to where earlier
-        versions of its subject were relayed (retractions included)."""
-        for entry in entries:
-            holders = self.subjects.holders(entry.subject_id, relayed=True)
-            if not holders:
+    def follow(self, subjects: Collection[str]) -> None:
+        """After new versions are received: pass the newest of each subject on
+        to where earlier versions were relayed (retractions included)."""
+        for subject in sorted(self.subjects.relayed_among(subjects)):
+            entry = self.store.latest(subject)
+            holders = self.subjects.holders(subject, relayed=True)
+            if entry is None or not holders:
                 continue
             opened = read_stored(entry.envelope)
             policy = self.policies.current
             facts = facts_of(opened.record, entry.origin, self._incident(opened))
+            nodes = [holder.node for holder in holders]
             if entry.kind == "retraction":
-                nodes = [holder.node for holder in holders]
-                decisions = retraction_decisions(
-                    holders, nodes, policy, facts, entry.subject_id
-                )
+                decisions = retraction_decisions(holders, nodes, policy, facts, subject)
             else:
-                nodes = [holder.node for holder in holders]
-                fresh = [policy.decide(facts, self.node_id, n, self.clock.now()) for n in nodes]
+                now = self.clock.now()
+                fresh = [policy.decide(facts, self.node_id, node, now) for node in nodes]
                 decisions = with_holders(fresh, holders, policy, facts)
-            held_nodes = {holder.node for holder in holders}
-            self._queue(entry, opened, [d for d in decisions if d.receiver in held_nodes])
+            self._queue(entry, opened, [d for d in decisions if d.receiver in nodes])
 
     def _queue(
         self, held: LogEntry, opened: Opened, decisions: Sequence[Decision]

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import structlog
+from guantong.v1 import records_pb2 as pb
 
 from gateway.policy import PolicyHolder, PolicySet, apply_withholding
-from guantong.v1 import records_pb2 as pb
 from node.appliers import Appliers
 from node.clock import Clock
 from node.envelopes import Opened, log_entry_for, open_envelope, read_stored
@@ -45,7 +45,6 @@ from node.records import (
 from node.storage import Store
 from node.storage.types import (
     AgreementStamp,
-    LogEntry,
     NewEntry,
     Received,
     ReceiveOutcome,
@@ -108,7 +107,7 @@ class Receiver:
         clock: Clock,
         on_stored: Callable[[], None] = lambda: None,
         appliers: Appliers | None = None,
-        on_accepted: Callable[[Sequence[LogEntry]], None] = lambda entries: None,
+        on_accepted: Callable[[set[str]], None] = lambda subjects: None,
     ):
         self.node_id = node_id
         self.store = store
@@ -165,13 +164,12 @@ class Receiver:
         return [r for r in results if r is not None]
 
     def _after_accepted(self, subjects: set[str]) -> None:
-        """Hand the newest stored version of each subject on (to relays).
+        """Hand the subjects that got a new version on (to relays).
 
         What is stored stays stored and acknowledged whatever happens here.
         """
-        newest = [self.store.latest(subject) for subject in sorted(subjects)]
         try:
-            self.on_accepted([entry for entry in newest if entry is not None])
+            self.on_accepted(subjects)
         except Exception:
             log.exception("message.after_accepted_failed", subjects=sorted(subjects))
 

@@ -24,7 +24,17 @@ from importlib import resources
 import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from node.storage import schema as t
@@ -49,6 +59,30 @@ ApplyHook = Callable[[Connection, int, NewEntry], None]
 # Runs in the receive's transaction before a message is stored: a reason
 # refuses it (not stored, not applied), None lets it through.
 CheckHook = Callable[[Connection, NewEntry], str | None]
+
+
+# Statements run once per message on the hot paths, built once: SQLAlchemy
+# then reuses their compiled form instead of rebuilding each per call.
+_INSERT_LOG = insert(t.log)
+_HELD_BY_ID = select(t.log.c.content_sha256).where(
+    t.log.c.origin == bindparam("origin"), t.log.c.message_id == bindparam("message_id")
+)
+_HELD_BY_VERSION = select(t.log.c.content_sha256).where(
+    t.log.c.subject_id == bindparam("subject_id"),
+    t.log.c.subject_version == bindparam("subject_version"),
+)
+_NEWEST_VERSION = (
+    select(t.log.c.subject_version, t.log.c.kind)
+    .where(t.log.c.subject_id == bindparam("subject_id"))
+    .order_by(t.log.c.subject_version.desc())
+    .limit(1)
+)
+_LATEST = (
+    select(t.log)
+    .where(t.log.c.subject_id == bindparam("subject_id"))
+    .order_by(t.log.c.subject_version.desc(), t.log.c.seq.desc())
+    .limit(1)
+)
 
 
 def content_digest(envelope_payload: bytes, kind: str, subject_id: str, version: int) -> str:
@@ -170,18 +204,19 @@ class Store:
         self, connection: Connection, entry: NewEntry, received_from: str | None, now: datetime
     ) -> int:
         result = connection.execute(
-            insert(t.log).values(
-                origin=entry.origin,
-                message_id=entry.message_id,
-                kind=entry.kind,
-                subject_id=entry.subject_id,
-                subject_version=entry.subject_version,
-                ref=entry.ref,
-                envelope=entry.envelope,
-                content_sha256=entry.content_sha256,
-                received_from=received_from,
-                stored_at=now,
-            )
+            _INSERT_LOG,
+            {
+                "origin": entry.origin,
+                "message_id": entry.message_id,
+                "kind": entry.kind,
+                "subject_id": entry.subject_id,
+                "subject_version": entry.subject_version,
+                "ref": entry.ref,
+                "envelope": entry.envelope,
+                "content_sha256": entry.content_sha256,
+                "received_from": received_from,
+                "stored_at": now,
+            },
         )
         return int(result.inserted_primary_key[0])
 
@@ -225,9 +260,7 @@ class Store:
     def _classify_txn(self, connection: Connection, entry: NewEntry) -> Received:
         """Whether ``entry`` may be stored, judged against what is held."""
         same_id = connection.execute(
-            select(t.log.c.content_sha256).where(
-                t.log.c.origin == entry.origin, t.log.c.message_id == entry.message_id
-            )
+            _HELD_BY_ID, {"origin": entry.origin, "message_id": entry.message_id}
         ).scalar_one_or_none()
         if same_id is not None:
             if same_id == entry.content_sha256:
@@ -238,10 +271,8 @@ class Store:
             )
 
         same_version = connection.execute(
-            select(t.log.c.content_sha256).where(
-                t.log.c.subject_id == entry.subject_id,
-                t.log.c.subject_version == entry.subject_version,
-            )
+            _HELD_BY_VERSION,
+            {"subject_id": entry.subject_id, "subject_version": entry.subject_version},
         ).scalar_one_or_none()
         if same_version is not None:
             if same_version == entry.content_sha256:
@@ -253,10 +284,7 @@ class Store:
             )
 
         newest = connection.execute(
-            select(t.log.c.subject_version, t.log.c.kind)
-            .where(t.log.c.subject_id == entry.subject_id)
-            .order_by(t.log.c.subject_version.desc())
-            .limit(1)
+            _NEWEST_VERSION, {"subject_id": entry.subject_id}
         ).first()
         if newest is None:
             return Received(ReceiveOutcome.ACCEPTED)
@@ -330,14 +358,8 @@ class Store:
 
     def latest(self, subject_id: str) -> LogEntry | None:
         """The newest version of a subject held here."""
-        query = (
-            select(t.log)
-            .where(t.log.c.subject_id == subject_id)
-            .order_by(t.log.c.subject_version.desc(), t.log.c.seq.desc())
-            .limit(1)
-        )
         with self.read() as connection:
-            row = connection.execute(query).first()
+            row = connection.execute(_LATEST, {"subject_id": subject_id}).first()
         return _entry(row) if row else None
 
     def latest_version(self, subject_id: str) -> int:

@@ -13,6 +13,7 @@ what was sent.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -163,6 +164,22 @@ class Subjects:
             retracted_version=row.retracted_version,
             retraction_reason=row.retraction_reason,
         )
+
+    def relayed_among(self, subject_ids: Collection[str]) -> set[str]:
+        """Which of these subjects, received here, this node has passed on."""
+        if not subject_ids:
+            return set()
+        query = (
+            select(t.log.c.subject_id)
+            .distinct()
+            .select_from(t.log.join(t.outbox, t.outbox.c.log_seq == t.log.c.seq))
+            .where(
+                t.log.c.received_from.is_not(None),
+                t.log.c.subject_id.in_(list(subject_ids)),
+            )
+        )
+        with self.store.read() as connection:
+            return set(connection.execute(query).scalars())
 
     def holders(self, subject_id: str, relayed: bool = False) -> list[Holder]:
         """Nodes a version of this node's subject was delivered or queued to;
