@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from node.storage import schema as t
@@ -199,9 +199,13 @@ def apply_case_txn(connection: Connection, applied: CaseApplied) -> None:
         )
 
 
+# Runs for every open incident stored: built once.
+_DELETE_CASE = delete(t.cases).where(t.cases.c.subject_id == bindparam("case_subject"))
+
+
 def reopen_case_txn(connection: Connection, subject_id: str) -> None:
     """An incident whose newest version is open again is no longer a case."""
-    connection.execute(delete(t.cases).where(t.cases.c.subject_id == subject_id))
+    connection.execute(_DELETE_CASE, {"case_subject": subject_id})
 
 
 # --- search -------------------------------------------------------------------

@@ -85,6 +85,11 @@ _LATEST = (
 )
 
 
+_SETTLE_OUTBOX = update(t.outbox).where(
+    t.outbox.c.id == bindparam("row_id"), t.outbox.c.peer == bindparam("row_peer")
+)
+
+
 def content_digest(envelope_payload: bytes, kind: str, subject_id: str, version: int) -> str:
     """What makes two copies of one message the same message."""
     digest = hashlib.sha256()
@@ -433,18 +438,20 @@ class Store:
         agreement, kept on the row for ``node.mismatches``.
         """
         answers = answers or {}
+        rows = [
+            {
+                "row_id": outbox_id,
+                "row_peer": peer,
+                "state": state,
+                "settled_at": now,
+                "outcome": outcome,
+                **_answer_columns(answers.get(outbox_id)),
+            }
+            for outbox_id, state, outcome in settled
+        ]
         with self.write() as connection:
-            for outbox_id, state, outcome in settled:
-                connection.execute(
-                    update(t.outbox)
-                    .where(t.outbox.c.id == outbox_id, t.outbox.c.peer == peer)
-                    .values(
-                        state=state,
-                        settled_at=now,
-                        outcome=outcome,
-                        **_answer_columns(answers.get(outbox_id)),
-                    )
-                )
+            if rows:
+                connection.execute(_SETTLE_OUTBOX, rows)
             self._save_backoff_txn(connection, PeerBackoff(peer, 0, None, None))
 
     def backoff(self, peer: str) -> PeerBackoff:

@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from node.storage import schema as t
 from node.storage.store import Store
@@ -73,6 +73,13 @@ class Holder:
     delivery_state: str
 
 
+# Run for every stored record: built once so SQLAlchemy reuses their compiled form.
+_SUBJECT_ROW = select(t.subjects.c.latest_version, t.subjects.c.kind).where(
+    t.subjects.c.subject_id == bindparam("subject_id")
+)
+_INSERT_SUBJECT = insert(t.subjects)
+
+
 def apply_version_txn(connection: Connection, applied: VersionApplied) -> None:
     """Bring the subject's row up to ``applied``; older versions change nothing.
 
@@ -81,11 +88,7 @@ def apply_version_txn(connection: Connection, applied: VersionApplied) -> None:
     first row of one subject at once collide on the primary key; the loser's
     transaction, log row included, rolls back and its sender retries.
     """
-    row = connection.execute(
-        select(t.subjects.c.latest_version, t.subjects.c.kind).where(
-            t.subjects.c.subject_id == applied.subject_id
-        )
-    ).first()
+    row = connection.execute(_SUBJECT_ROW, {"subject_id": applied.subject_id}).first()
     if row is not None and applied.version <= row.latest_version:
         return
 
@@ -112,14 +115,15 @@ def apply_version_txn(connection: Connection, applied: VersionApplied) -> None:
         )
         return
     connection.execute(
-        insert(t.subjects).values(
-            subject_id=applied.subject_id,
-            origin=applied.origin,
-            ref=applied.ref,
-            kind=_kind_before_retraction_txn(connection, applied),
-            retracted=False,
+        _INSERT_SUBJECT,
+        {
+            "subject_id": applied.subject_id,
+            "origin": applied.origin,
+            "ref": applied.ref,
+            "kind": _kind_before_retraction_txn(connection, applied),
+            "retracted": False,
             **values,
-        )
+        },
     )
 
 
