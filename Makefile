@@ -29,6 +29,7 @@ test: proto
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway node tests scripts bench
+	$(BIN)/ruff format --check gateway node tests scripts bench
 
 format: $(STAMP)
 	$(BIN)/ruff format gateway node tests scripts bench

@@ -1,1 +1,1 @@
-"""Throughput benchmark of a two-node exchange, beside the baselines it is read against."""
+"""Throughput of a two-node exchange, beside the baselines it is read against."""

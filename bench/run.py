@@ -60,7 +60,9 @@ def incident(i: int) -> dict:
         "phase": "developing",
         "regions": ["420000", "420100"],
         "entities": ["某餐饮管理有限公司"],
-        "platforms": [{"name": "微博", "views": 100000, "reposts": 2000, "comments": 900}],
+        "platforms": [
+            {"name": "微博", "views": 100000, "reposts": 2000, "comments": 900}
+        ],
         "keywords": ["食品安全", "后厨"],
         "first_seen": "2025-07-01T08:00:00+08:00",
     }
@@ -107,13 +109,19 @@ def grpc_batches_per_s(certs: Path, count: int) -> float:
 
     server = grpc.server(futures.ThreadPoolExecutor(4))
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("bench.Sink", {
-            "Push": grpc.unary_unary_rpc_method_handler(answer)
-        }),)
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Sink", {"Push": grpc.unary_unary_rpc_method_handler(answer)}
+            ),
+        )
     )
-    port = server.add_secure_port("127.0.0.1:0", server_credentials(TlsFiles.for_node(certs, "CN-HN")))
+    port = server.add_secure_port(
+        "127.0.0.1:0", server_credentials(TlsFiles.for_node(certs, "CN-HN"))
+    )
     server.start()
-    channel = secure_channel(f"127.0.0.1:{port}", TlsFiles.for_node(certs, "CN-HB"), "CN-HN")
+    channel = secure_channel(
+        f"127.0.0.1:{port}", TlsFiles.for_node(certs, "CN-HB"), "CN-HN"
+    )
     push = channel.unary_unary("/bench.Sink/Push")
     payload = b"x" * 700 * BATCH
     started = time.perf_counter()
@@ -126,18 +134,20 @@ def grpc_batches_per_s(certs: Path, count: int) -> float:
 
 
 def node(node_id: str, peer: str, folder: Path, certs: Path, peer_address: str) -> Node:
-    config = NodeConfig.model_validate({
-        "node_id": node_id,
-        "data_dir": folder / node_id,
-        "policies": ROOT / "policies",
-        "tls": {
-            "ca": certs / "ca.pem",
-            "cert": certs / node_id / "node.pem",
-            "key": certs / node_id / "node.key",
-        },
-        "peers": {peer: {"address": peer_address}},
-        "delivery": {"initial_backoff_ms": 50, "max_backoff_s": 0.2},
-    })
+    config = NodeConfig.model_validate(
+        {
+            "node_id": node_id,
+            "data_dir": folder / node_id,
+            "policies": ROOT / "policies",
+            "tls": {
+                "ca": certs / "ca.pem",
+                "cert": certs / node_id / "node.pem",
+                "key": certs / node_id / "node.key",
+            },
+            "peers": {peer: {"address": peer_address}},
+            "delivery": {"initial_backoff_ms": 50, "max_backoff_s": 0.2},
+        }
+    )
     started = Node(config)
     started.start()
     return started
@@ -149,7 +159,9 @@ def exchange(folder: Path, certs: Path, count: int) -> tuple[float, float]:
     stub = api_grpc.LocalStub(grpc.insecure_channel(hb.local_address))
     requests = [
         api.PublishRequest(ref=ref, record=record)
-        for ref, record in (record_from_json(incident(i), "CN-HB") for i in range(count))
+        for ref, record in (
+            record_from_json(incident(i), "CN-HB") for i in range(count)
+        )
     ]
     started = time.perf_counter()
     for request in requests:

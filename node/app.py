@@ -19,6 +19,11 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from guantong.v1 import admin_pb2, federation_pb2, local_pb2, workflow_pb2
+from guantong.v1 import admin_pb2_grpc as admin_grpc
+from guantong.v1 import federation_pb2_grpc as fed_grpc
+from guantong.v1 import local_pb2_grpc as api_grpc
+from guantong.v1 import workflow_pb2_grpc as workflow_grpc
 
 from gateway.delivery.fanout import Senders
 from gateway.delivery.receiver import Receiver
@@ -34,12 +39,6 @@ from gateway.identity.tls import SERVER_KEEPALIVE_OPTIONS
 from gateway.policy import PolicyHolder
 from gateway.transport.auth import CallerAuthInterceptor
 from gateway.transport.federation_service import FederationService
-from guantong.v1 import admin_pb2, federation_pb2, local_pb2
-from guantong.v1 import admin_pb2_grpc as admin_grpc
-from guantong.v1 import federation_pb2_grpc as fed_grpc
-from guantong.v1 import local_pb2_grpc as api_grpc
-from guantong.v1 import workflow_pb2
-from guantong.v1 import workflow_pb2_grpc as workflow_grpc
 from node import lifecycle
 from node.admin_api import AdminService
 from node.appliers import Appliers
@@ -177,7 +176,10 @@ class Node:
             return
         self._stopped.set()
         self._health.enter_graceful_shutdown()
-        events = [self._local_server.stop(grace_s), self._federation_server.stop(grace_s)]
+        events = [
+            self._local_server.stop(grace_s),
+            self._federation_server.stop(grace_s),
+        ]
         self.senders.stop()
         self.deadlines.stop()
         for event in events:
@@ -225,14 +227,20 @@ class Node:
 
     def _start_federation_server(self) -> grpc.Server:
         server = grpc.server(
-            futures.ThreadPoolExecutor(SERVER_WORKERS, thread_name_prefix=f"fed-{self.node_id}"),
+            futures.ThreadPoolExecutor(
+                SERVER_WORKERS, thread_name_prefix=f"fed-{self.node_id}"
+            ),
             interceptors=[CallerAuthInterceptor(self._accept_peer)],
             options=SERVER_OPTIONS,
         )
-        fed_grpc.add_FederationServicer_to_server(FederationService(self.receiver), server)
+        fed_grpc.add_FederationServicer_to_server(
+            FederationService(self.receiver), server
+        )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self._add_reflection(server, federation_pb2.DESCRIPTOR.services_by_name["Federation"])
+        self._add_reflection(
+            server, federation_pb2.DESCRIPTOR.services_by_name["Federation"]
+        )
         self.federation_port = _bind(
             server,
             "federation.listen",
@@ -245,9 +253,13 @@ class Node:
 
     def _start_local_server(self) -> grpc.Server:
         listen = self.config.local_api
-        interceptors = [] if listen.is_loopback else [CallerAuthInterceptor(self._accept_client)]
+        interceptors = (
+            [] if listen.is_loopback else [CallerAuthInterceptor(self._accept_client)]
+        )
         server = grpc.server(
-            futures.ThreadPoolExecutor(SERVER_WORKERS, thread_name_prefix=f"local-{self.node_id}"),
+            futures.ThreadPoolExecutor(
+                SERVER_WORKERS, thread_name_prefix=f"local-{self.node_id}"
+            ),
             interceptors=interceptors,
             options=SERVER_OPTIONS,
         )
@@ -258,19 +270,28 @@ class Node:
             server,
         )
         admin = AdminService(
-            self.node_id, self.policies, self.store,
-            lambda: self.peer_addresses.keys(), self.senders.wake, self.clock,
+            self.node_id,
+            self.policies,
+            self.store,
+            lambda: self.peer_addresses.keys(),
+            self.senders.wake,
+            self.clock,
         )
         admin_grpc.add_AdminServicer_to_server(admin, server)
         workflow_grpc.add_WorkflowServicer_to_server(
             WorkflowService(self.workflows, self.clock), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self._add_reflection(server, local_pb2.DESCRIPTOR.services_by_name["Local"],
-                             workflow_pb2.DESCRIPTOR.services_by_name["Workflow"],
-                             admin_pb2.DESCRIPTOR.services_by_name["Admin"])
+        self._add_reflection(
+            server,
+            local_pb2.DESCRIPTOR.services_by_name["Local"],
+            workflow_pb2.DESCRIPTOR.services_by_name["Workflow"],
+            admin_pb2.DESCRIPTOR.services_by_name["Admin"],
+        )
         credentials = (
-            None if listen.is_loopback else server_credentials(self.tls, require_client_auth=True)
+            None
+            if listen.is_loopback
+            else server_credentials(self.tls, require_client_auth=True)
         )
         self.local_port = _bind(server, "local_api.listen", listen.listen, credentials)
         server.start()
@@ -287,14 +308,20 @@ class Node:
 
     def _accept_peer(self, identity: PeerIdentity) -> str | None:
         if not identity.is_node:
-            return "a client certificate cannot call the federation API; a node certificate is needed"
+            return (
+                "a client certificate cannot call the federation API; "
+                "a node certificate is needed"
+            )
         if identity.node_id not in self.peer_addresses:
             return f"{identity.node_id} is not a peer of {self.node_id}"
         return None
 
     def _accept_client(self, identity: PeerIdentity) -> str | None:
         if identity.is_node or identity.node_id != self.node_id:
-            return f"only client certificates issued for {self.node_id}'s own clients may use its local API"
+            return (
+                f"only client certificates issued for {self.node_id}'s own clients "
+                "may use its local API"
+            )
         return None
 
     def _check_own_certificate(self) -> None:
@@ -313,7 +340,10 @@ class Node:
 
 
 def _bind(
-    server: grpc.Server, key: str, address: str, credentials: grpc.ServerCredentials | None
+    server: grpc.Server,
+    key: str,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
 ) -> int:
     """Bind ``address``; a failure names the config key, never a traceback."""
     try:
@@ -322,9 +352,13 @@ def _bind(
         else:
             port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
-        raise ConfigError([f"{key}: cannot bind {address} (in use, or not an address here)"]) from exc
+        raise ConfigError(
+            [f"{key}: cannot bind {address} (in use, or not an address here)"]
+        ) from exc
     if not port:
-        raise ConfigError([f"{key}: cannot bind {address} (in use, or not an address here)"])
+        raise ConfigError(
+            [f"{key}: cannot bind {address} (in use, or not an address here)"]
+        )
     return port
 
 

@@ -165,7 +165,13 @@ class NodeConfig(_Section):
         return self.database_url or f"sqlite:///{self.data_dir / 'node.db'}"
 
 
-_PATH_KEYS = (("data_dir",), ("policies",), ("tls", "ca"), ("tls", "cert"), ("tls", "key"))
+_PATH_KEYS = (
+    ("data_dir",),
+    ("policies",),
+    ("tls", "ca"),
+    ("tls", "cert"),
+    ("tls", "key"),
+)
 
 
 def load_config(path: Path, check_files: bool = True) -> NodeConfig:
@@ -177,7 +183,9 @@ def load_config(path: Path, check_files: bool = True) -> NodeConfig:
     document = load_yaml(Path(path))
     data = document.data
     if not isinstance(data, dict):
-        raise ConfigError([document.problem([], "the config must be a mapping of keys")])
+        raise ConfigError(
+            [document.problem([], "the config must be a mapping of keys")]
+        )
     data = _resolve_paths(data, Path(path).resolve().parent)
     try:
         config = NodeConfig.model_validate(data)
@@ -187,7 +195,9 @@ def load_config(path: Path, check_files: bool = True) -> NodeConfig:
         ) from exc
     problems = _missing_files(config, document) if check_files else []
     if config.node_id in config.peers:
-        problems.append(document.problem(["peers", config.node_id], "a node is not its own peer"))
+        problems.append(
+            document.problem(["peers", config.node_id], "a node is not its own peer")
+        )
     if problems:
         raise ConfigError(problems)
     return config
@@ -201,7 +211,9 @@ def _missing_files(config: NodeConfig, document: YamlDocument) -> list[str]:
         if not path.is_file():
             problems.append(document.problem(["tls", key], f"{path} does not exist"))
     if not config.policies.is_dir():
-        problems.append(document.problem(["policies"], f"{config.policies} is not a folder"))
+        problems.append(
+            document.problem(["policies"], f"{config.policies} is not a folder")
+        )
     return problems
 
 
@@ -214,7 +226,12 @@ def _message(error: dict[str, Any]) -> str:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    data = {**data, "tls": dict(data["tls"]) if isinstance(data.get("tls"), dict) else data.get("tls")}
+    data = {
+        **data,
+        "tls": dict(data["tls"])
+        if isinstance(data.get("tls"), dict)
+        else data.get("tls"),
+    }
     for keys in _PATH_KEYS:
         holder = data
         for key in keys[:-1]:

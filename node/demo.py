@@ -33,14 +33,14 @@ from typing import Any
 import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from gateway.identity import init_ca, issue_node_cert
-from gateway.policy import PolicySet, expected_receivers, load_policies
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
 from guantong.v1 import records_pb2 as pb
 from guantong.v1 import workflow_pb2 as wf
 from guantong.v1 import workflow_pb2_grpc as wf_grpc
+
+from gateway.identity import init_ca, issue_node_cert
+from gateway.policy import PolicySet, expected_receivers, load_policies
 from node.errors import GuantongError
 from node.records import SUPERSEDED_LABEL, record_from_json
 from node.storage.schema import DELIVERED
@@ -114,7 +114,11 @@ def _run_demo(
     out: Callable[[str], None],
 ) -> Path:
     policy = load_policies(policies_dir)
-    records = [json.loads(line) for line in records_path.read_text("utf-8").splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for line in records_path.read_text("utf-8").splitlines()
+        if line.strip()
+    ]
 
     if work_dir.exists():
         shutil.rmtree(work_dir)
@@ -131,12 +135,22 @@ def _run_demo(
         for node in nodes.values():
             node.process = _start(node)
         _wait_healthy(nodes.values())
-        out("nodes up: " + ", ".join(f"{n.node_id} (local {n.local_address})" for n in nodes.values()))
+        out(
+            "nodes up: "
+            + ", ".join(
+                f"{n.node_id} (local {n.local_address})" for n in nodes.values()
+            )
+        )
 
-        stubs = {n.node_id: api_grpc.LocalStub(grpc.insecure_channel(n.local_address)) for n in nodes.values()}
+        stubs = {
+            n.node_id: api_grpc.LocalStub(grpc.insecure_channel(n.local_address))
+            for n in nodes.values()
+        }
         for data in records:
             ref, record = record_from_json(data, data["node"])
-            stubs[data["node"]].Publish(api.PublishRequest(ref=ref, record=record), timeout=30)
+            stubs[data["node"]].Publish(
+                api.PublishRequest(ref=ref, record=record), timeout=30
+            )
         out(f"published {len(records)} records from {records_path.name}")
 
         _wait_settled(stubs)
@@ -153,18 +167,27 @@ def _run_demo(
     for line in lifecycle:
         out(line)
     mismatches = {
-        ref: {"received": sorted(entry["received_by"]), "agreements_imply": sorted(expected.get(ref, set()))}
+        ref: {
+            "received": sorted(entry["received_by"]),
+            "agreements_imply": sorted(expected.get(ref, set())),
+        }
         for ref, entry in summary.items()
         if set(entry["received_by"]) != expected.get(ref, set())
     }
     summary_path = work_dir / "summary.json"
     summary_path.write_text(
-        json.dumps({ref: entry["received_by"] for ref, entry in summary.items()},
-                   ensure_ascii=False, indent=2) + "\n",
+        json.dumps(
+            {ref: entry["received_by"] for ref, entry in summary.items()},
+            ensure_ascii=False,
+            indent=2,
+        )
+        + "\n",
         encoding="utf-8",
     )
     if mismatches:
-        raise GuantongError(f"delivery differs from what the agreements imply: {mismatches}")
+        raise GuantongError(
+            f"delivery differs from what the agreements imply: {mismatches}"
+        )
     out("every record reached exactly the nodes its agreements allow")
     return summary_path
 
@@ -201,7 +224,11 @@ def _peers_of(node_id: str, policy: PolicySet) -> set[str]:
 
 
 def _write_config(
-    node: DemoNode, nodes: dict[str, DemoNode], policy: PolicySet, policies_dir: Path, certs: Path
+    node: DemoNode,
+    nodes: dict[str, DemoNode],
+    policy: PolicySet,
+    policies_dir: Path,
+    certs: Path,
 ) -> None:
     node.folder.mkdir(parents=True, exist_ok=True)
     config = {
@@ -222,13 +249,23 @@ def _write_config(
         },
         "delivery": {"initial_backoff_ms": 200, "max_backoff_s": 2.0},
     }
-    (node.folder / "node.yaml").write_text(yaml.safe_dump(config, sort_keys=False), "utf-8")
+    (node.folder / "node.yaml").write_text(
+        yaml.safe_dump(config, sort_keys=False), "utf-8"
+    )
 
 
 def _start(node: DemoNode) -> subprocess.Popen[bytes]:
     log_file = (node.folder / "node.log").open("wb")
-    command = [sys.executable, "-m", "node.cli", "node", "run",
-               "--config", str(node.folder / "node.yaml"), "--log-json"]
+    command = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "node",
+        "run",
+        "--config",
+        str(node.folder / "node.yaml"),
+        "--log-json",
+    ]
     if sys.platform.startswith("linux"):
         launcher = [sys.executable, "-c", _STOP_WITH_PARENT, str(os.getpid())]
         command = [*launcher, *command[1:]]
@@ -274,7 +311,9 @@ def _wait_healthy(nodes) -> None:  # type: ignore[no-untyped-def]
             except grpc.RpcError:
                 pass
             if time.monotonic() > deadline:
-                raise GuantongError(f"node {node.node_id} did not start; see {node.folder / 'node.log'}")
+                raise GuantongError(
+                    f"node {node.node_id} did not start; see {node.folder / 'node.log'}"
+                )
             time.sleep(0.1)
         channel.close()
 
@@ -292,16 +331,22 @@ def _wait_settled(stubs: dict[str, api_grpc.LocalStub]) -> None:
         if not pending:
             return
         if time.monotonic() > deadline:
-            raise GuantongError(f"delivery did not settle in {SETTLE_TIMEOUT_S:.0f} s: {pending}")
+            raise GuantongError(
+                f"delivery did not settle in {SETTLE_TIMEOUT_S:.0f} s: {pending}"
+            )
         time.sleep(0.2)
 
 
-def _summarise(records: list[dict[str, Any]], stubs: dict[str, api_grpc.LocalStub]) -> dict[str, dict[str, Any]]:
+def _summarise(
+    records: list[dict[str, Any]], stubs: dict[str, api_grpc.LocalStub]
+) -> dict[str, dict[str, Any]]:
     received: dict[tuple[str, str], list[str]] = {}
     for node, stub in stubs.items():
         after = 0
         while True:
-            page = stub.Inbox(api.InboxRequest(after_seq=after, limit=500), timeout=30).messages
+            page = stub.Inbox(
+                api.InboxRequest(after_seq=after, limit=500), timeout=30
+            ).messages
             if not page:
                 break
             for message in page:
@@ -318,9 +363,15 @@ def _summarise(records: list[dict[str, Any]], stubs: dict[str, api_grpc.LocalStu
             "kind": data["kind"],
             "received_by": sorted(received.get((origin, ref), [])),
             "kept_back": {
-                d.node: f"{d.rule}: {d.reason}" for d in delivery.destinations if not d.allowed
+                d.node: f"{d.rule}: {d.reason}"
+                for d in delivery.destinations
+                if not d.allowed
             },
-            "withheld": {d.node: list(d.withheld_fields) for d in delivery.destinations if d.withheld_fields},
+            "withheld": {
+                d.node: list(d.withheld_fields)
+                for d in delivery.destinations
+                if d.withheld_fields
+            },
         }
     return summary
 
@@ -386,7 +437,11 @@ def _request_lifecycle(
     steps = [
         (handler, pb.ACTION_ACKNOWLEDGE, "已签收，安排核查"),
         (handler, pb.ACTION_ACCEPT, ""),
-        (handler, pb.ACTION_REPORT_RESULT, "【演练】维保单位资质齐全，已要求其配合排查。"),
+        (
+            handler,
+            pb.ACTION_REPORT_RESULT,
+            "【演练】维保单位资质齐全，已要求其配合排查。",
+        ),
         (requester, pb.ACTION_CLOSE, "感谢协助"),
     ]
 
@@ -431,7 +486,9 @@ def _request_view(stub: wf_grpc.WorkflowStub, subject: str) -> wf.RequestView:
     return found[0] if found else wf.RequestView()
 
 
-def _print_summary(summary: dict[str, dict[str, Any]], out: Callable[[str], None]) -> None:
+def _print_summary(
+    summary: dict[str, dict[str, Any]], out: Callable[[str], None]
+) -> None:
     out("")
     for ref, entry in summary.items():
         receivers = ", ".join(entry["received_by"]) or "nobody"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from google.protobuf.message import DecodeError
-
 from guantong.v1 import records_pb2 as pb
+
 from node.errors import InvalidRecord
 from node.records import KINDS, kind_of, timestamp
 from node.storage import content_digest
@@ -64,9 +64,13 @@ def open_envelope(envelope: pb.Envelope) -> Opened:
         raise InvalidRecord("envelope.payload", "is not a Record") from exc
     body = record.WhichOneof("body")
     if body is None or KINDS.get(body) != envelope.kind:
-        raise InvalidRecord("envelope.kind", f"says {envelope.kind} but the payload holds {body}")
+        raise InvalidRecord(
+            "envelope.kind", f"says {envelope.kind} but the payload holds {body}"
+        )
     if body == "incident" and record.incident.exercise != envelope.exercise:
-        raise InvalidRecord("envelope.exercise", "differs from the incident's exercise mark")
+        raise InvalidRecord(
+            "envelope.exercise", "differs from the incident's exercise mark"
+        )
     for name in ("message_id", "origin_node", "subject_id", "ref"):
         if not getattr(envelope, name):
             raise InvalidRecord(f"envelope.{name}", "is required")

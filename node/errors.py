@@ -51,4 +51,6 @@ class ConflictingDuplicate(GuantongError):
     def __init__(self, origin: str, message_id: str):
         self.origin = origin
         self.message_id = message_id
-        super().__init__(f"message {origin}/{message_id} already held with different content")
+        super().__init__(
+            f"message {origin}/{message_id} already held with different content"
+        )

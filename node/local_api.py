@@ -13,15 +13,15 @@ from datetime import UTC, datetime
 import grpc
 import structlog
 from google.protobuf.message import Message
-
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
 from guantong.v1 import records_pb2 as pb
+
 from node.envelopes import read_stored
 from node.errors import GuantongError, InvalidRecord
 from node.publishing import Published, Publisher
-from node.relay import Relayer
 from node.records import CATEGORIES, CATEGORY_CODES, is_node_id, subject_id, timestamp
+from node.relay import Relayer
 from node.storage import Store
 from node.storage.library import Found, Library, search_terms
 from node.storage.types import DecisionRow, LogEntry
@@ -71,7 +71,9 @@ class LocalService(api_grpc.LocalServicer):
         self.signal = signal
         self.library = Library(store)
 
-    def Publish(self, request: api.PublishRequest, context: grpc.ServicerContext) -> api.PublishResponse:
+    def Publish(
+        self, request: api.PublishRequest, context: grpc.ServicerContext
+    ) -> api.PublishResponse:
         if not request.HasField("record"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "record: is required")
         publisher, unit = self.publisher, request.author_unit
@@ -83,7 +85,9 @@ class LocalService(api_grpc.LocalServicer):
         self, request: api.ForwardRequest, context: grpc.ServicerContext
     ) -> api.DeliveryResponse:
         try:
-            rows = self.relayer.forward(request.origin, request.ref, list(request.to_nodes))
+            rows = self.relayer.forward(
+                request.origin, request.ref, list(request.to_nodes)
+            )
         except InvalidRecord as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         entry = self.store.latest(subject_id(request.origin, request.ref))
@@ -149,7 +153,9 @@ class LocalService(api_grpc.LocalServicer):
         )
         return api.SearchCasesResponse(cases=[_case_hit(f) for f in found])
 
-    def Inbox(self, request: api.InboxRequest, context: grpc.ServicerContext) -> api.InboxResponse:
+    def Inbox(
+        self, request: api.InboxRequest, context: grpc.ServicerContext
+    ) -> api.InboxResponse:
         entries = self.store.received(request.after_seq, _page(request.limit))
         return api.InboxResponse(messages=[_stored(e) for e in entries])
 
@@ -172,7 +178,8 @@ class LocalService(api_grpc.LocalServicer):
         entry = self.store.latest(subject_id(self.node_id, request.ref))
         if entry is None:
             context.abort(
-                grpc.StatusCode.NOT_FOUND, f"ref: {request.ref!r} was not published by {self.node_id}"
+                grpc.StatusCode.NOT_FOUND,
+                f"ref: {request.ref!r} was not published by {self.node_id}",
             )
         return api.DeliveryResponse(
             subject_id=entry.subject_id,
@@ -180,7 +187,9 @@ class LocalService(api_grpc.LocalServicer):
             destinations=[_destination(d) for d in self.store.decisions_for(entry.seq)],
         )
 
-    def Status(self, request: api.StatusRequest, context: grpc.ServicerContext) -> api.StatusResponse:
+    def Status(
+        self, request: api.StatusRequest, context: grpc.ServicerContext
+    ) -> api.StatusResponse:
         published, received, refused = self.store.log_counts()
         response = api.StatusResponse(
             node=self.node_id, published=published, received=received, refused=refused

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Sequence
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
+from guantong.v1 import records_pb2 as pb
 
 from gateway.policy import Decision, PolicyHolder, apply_withholding
-from guantong.v1 import records_pb2 as pb
 from node.appliers import Appliers
 from node.clock import Clock
 from node.envelopes import log_entry_for, read_stored, seal
@@ -117,7 +116,9 @@ class Publisher:
                 # that timed out, say) must not make a second version.
                 log.info("record.unchanged", ref=ref, version=held.subject_version)
                 decisions_held = tuple(self.store.decisions_for(held.seq))
-                return Published(held.message_id, subject, held.subject_version, decisions_held)
+                return Published(
+                    held.message_id, subject, held.subject_version, decisions_held
+                )
             decisions = self._decide(subject, facts, held, now)
             envelope = seal(
                 message_id=uuid.uuid4().hex,
@@ -132,7 +133,11 @@ class Publisher:
             )
             rows, outbox = self.route(envelope, record, decisions)
             self.store.append_published(
-                log_entry_for(envelope, kind), rows, outbox, now, apply=self.appliers.hook(None)
+                log_entry_for(envelope, kind),
+                rows,
+                outbox,
+                now,
+                apply=self.appliers.hook(None),
             )
 
         queued = [peer for peer, _ in outbox]
@@ -197,7 +202,9 @@ class Publisher:
         for node in nodes:
             if node not in known:
                 raise InvalidRecord(
-                    field, f"{node} is not a node of the federation ({', '.join(sorted(known))})"
+                    field,
+                    f"{node} is not a node of the federation "
+                    f"({', '.join(sorted(known))})",
                 )
 
     def _decide(
@@ -262,18 +269,25 @@ class Publisher:
                         allowed=False,
                         rule=NOTHING_LEFT,
                         reason="nothing of substance is left once the agreement's "
-                        f"withheld fields ({', '.join(decision.withheld_fields)}) are removed",
+                        "withheld fields "
+                        f"({', '.join(decision.withheld_fields)}) are removed",
                     )
                 elif decision.receiver not in peers:
-                    row = replace(row, rule=NO_ROUTE, reason=f"allowed, but this node has no "
-                                  f"address for {decision.receiver} in its peers")
+                    row = replace(
+                        row,
+                        rule=NO_ROUTE,
+                        reason=f"allowed, but this node has no "
+                        f"address for {decision.receiver} in its peers",
+                    )
                 else:
                     outbox.append((decision.receiver, hop))
                     row = replace(row, delivery_state=PENDING)
             rows.append(row)
         return rows, outbox
 
-    def _hop(self, envelope: pb.Envelope, record: pb.Record, decision: Decision) -> bytes | None:
+    def _hop(
+        self, envelope: pb.Envelope, record: pb.Record, decision: Decision
+    ) -> bytes | None:
         """The envelope as ``decision.receiver`` gets it, or None if empty."""
         hop = pb.Envelope()
         hop.CopyFrom(envelope)

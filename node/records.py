@@ -13,15 +13,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from guantong.v1 import records_pb2 as pb
+
 from node.errors import InvalidRecord
 
 # Codes used in files and on the command line, with the labels staff read.
 CATEGORIES: dict[str, tuple[int, str]] = {
-    "food_drug_safety": (pb.FOOD_DRUG_SAFETY, "食品药品(医疗器械)安全事故 food/drug/device safety"),
-    "special_equipment": (pb.SPECIAL_EQUIPMENT, "特种设备安全事故 special-equipment safety"),
-    "policy_dispute": (pb.POLICY_DISPUTE, "政策措施及裁量争议 policy and discretion dispute"),
+    "food_drug_safety": (
+        pb.FOOD_DRUG_SAFETY,
+        "食品药品(医疗器械)安全事故 food/drug/device safety",
+    ),
+    "special_equipment": (
+        pb.SPECIAL_EQUIPMENT,
+        "特种设备安全事故 special-equipment safety",
+    ),
+    "policy_dispute": (
+        pb.POLICY_DISPUTE,
+        "政策措施及裁量争议 policy and discretion dispute",
+    ),
     "market_violation": (pb.MARKET_VIOLATION, "市场违法行为 market violation"),
     "staff_conduct": (pb.STAFF_CONDUCT, "部门及工作人员作风 conduct of bureau staff"),
     "rumor": (pb.RUMOR, "谣言传播 rumour"),
@@ -64,7 +73,9 @@ KINDS: dict[str, int] = {
 # incident (below the incident flow's threshold), and must still answer.
 INCIDENT_OPTIONAL_KINDS = frozenset({"request_update"})
 KIND_NAMES: dict[int, str] = {number: name for name, number in KINDS.items()}
-CATEGORY_CODES: dict[int, str] = {number: code for code, (number, _) in CATEGORIES.items()}
+CATEGORY_CODES: dict[int, str] = {
+    number: code for code, (number, _) in CATEGORIES.items()
+}
 PHASE_CODES: dict[int, str] = {number: code for code, (number, _) in PHASES.items()}
 STATUS_CODES: dict[int, str] = {number: code for code, (number, _) in STATUSES.items()}
 
@@ -187,7 +198,9 @@ def validate(record: pb.Record) -> None:
         _require(request.incident_subject, "joint_request.incident_subject")
         _require(request.ask, "joint_request.ask")
         if not is_node_id(request.to_node):
-            raise InvalidRecord("joint_request.to_node", f"not a node id: {request.to_node!r}")
+            raise InvalidRecord(
+                "joint_request.to_node", f"not a node id: {request.to_node!r}"
+            )
         # Without due_at the publishing node sets it (node.workflow.deadlines).
         if not request.due_within_hours >= 0:
             raise InvalidRecord("joint_request.due_within_hours", "must be > 0 hours")
@@ -209,7 +222,8 @@ def validate(record: pb.Record) -> None:
 def validate_ref(ref: str) -> None:
     if not _REF.fullmatch(ref or ""):
         raise InvalidRecord(
-            "ref", f"{ref!r} is not a reference (letters, digits, '.', '_', '-'; at most 64)"
+            "ref",
+            f"{ref!r} is not a reference (letters, digits, '.', '_', '-'; at most 64)",
         )
 
 
@@ -263,7 +277,9 @@ def _validate_statement(statement: pb.ResponseStatement) -> None:
 def _validate_incident(incident: pb.IncidentReport) -> None:
     _require(incident.title, "incident.title")
     if incident.category not in CATEGORY_CODES:
-        raise InvalidRecord("incident.category", f"unknown category number {incident.category}")
+        raise InvalidRecord(
+            "incident.category", f"unknown category number {incident.category}"
+        )
     if incident.level not in LEVEL_LABELS:
         raise InvalidRecord("incident.level", f"must be 1 to 4, got {incident.level}")
     if incident.phase not in PHASE_CODES:
@@ -289,10 +305,28 @@ def _validate_incident(incident: pb.IncidentReport) -> None:
 _COMMON_KEYS = {"ref", "node", "kind"}
 _KEYS = {
     "incident": {
-        "title", "summary", "category", "level", "phase", "status", "regions",
-        "entities", "platforms", "keywords", "first_seen", "exercise", "review",
+        "title",
+        "summary",
+        "category",
+        "level",
+        "phase",
+        "status",
+        "regions",
+        "entities",
+        "platforms",
+        "keywords",
+        "first_seen",
+        "exercise",
+        "review",
     },
-    "statement": {"text", "approved_by", "incident_ref", "category", "keywords", "supersedes"},
+    "statement": {
+        "text",
+        "approved_by",
+        "incident_ref",
+        "category",
+        "keywords",
+        "supersedes",
+    },
     "joint_request": {"incident_ref", "to", "ask", "due_at", "due_within_hours"},
     "notice": {"title", "body", "to"},
 }
@@ -316,12 +350,15 @@ def record_from_json(data: dict[str, Any], origin: str) -> tuple[str, pb.Record]
         "notice": _notice_from_json,
     }
     if kind not in builders:
-        raise InvalidRecord("kind", f"unknown kind {kind!r}; one of {', '.join(builders)}")
+        raise InvalidRecord(
+            "kind", f"unknown kind {kind!r}; one of {', '.join(builders)}"
+        )
     unknown = sorted(set(data) - _COMMON_KEYS - _KEYS[kind])
     if unknown:
         # A misspelt key would otherwise vanish without a word.
         raise InvalidRecord(
-            unknown[0], f"is not a field of a {kind}; known: {', '.join(sorted(_KEYS[kind]))}"
+            unknown[0],
+            f"is not a field of a {kind}; known: {', '.join(sorted(_KEYS[kind]))}",
         )
     record = builders[kind](data, origin)
     validate(record)
@@ -335,11 +372,17 @@ def _incident_from_json(data: dict[str, Any], origin: str) -> pb.Record:
             "category", f"unknown category {category!r}; one of {', '.join(CATEGORIES)}"
         )
     level = data.get("level")
-    if not isinstance(level, int) or isinstance(level, bool) or level not in LEVEL_LABELS:
+    if (
+        not isinstance(level, int)
+        or isinstance(level, bool)
+        or level not in LEVEL_LABELS
+    ):
         raise InvalidRecord("level", f"must be a whole number 1 to 4, got {level!r}")
     phase = data.get("phase", "emerging")
     if phase not in PHASES:
-        raise InvalidRecord("phase", f"unknown phase {phase!r}; one of {', '.join(PHASES)}")
+        raise InvalidRecord(
+            "phase", f"unknown phase {phase!r}; one of {', '.join(PHASES)}"
+        )
     status = data.get("status", "open")
     if status not in STATUSES:
         raise InvalidRecord(
@@ -365,7 +408,9 @@ def _incident_from_json(data: dict[str, Any], origin: str) -> pb.Record:
         for metric in ("views", "reposts", "comments"):
             value = platform.get(metric, 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidRecord(f"platforms[{i}].{metric}", "must be a whole number >= 0")
+                raise InvalidRecord(
+                    f"platforms[{i}].{metric}", "must be a whole number >= 0"
+                )
             heat[metric] = value
         incident.platforms.add(name=platform["name"], **heat)
     if "first_seen" in data:
@@ -383,8 +428,9 @@ def _statement_from_json(data: dict[str, Any], origin: str) -> pb.Record:
     if data.get("incident_ref"):
         if "category" in data or "keywords" in data:
             raise InvalidRecord(
-                "category", "a statement answers an incident (incident_ref) or a topic "
-                "(category, keywords), not both"
+                "category",
+                "a statement answers an incident (incident_ref) or a topic "
+                "(category, keywords), not both",
             )
         statement.incident_subject = subject_id(origin, _text(data, "incident_ref"))
     if "category" in data:
@@ -408,7 +454,9 @@ def _request_from_json(data: dict[str, Any], origin: str) -> pb.Record:
     if not is_node_id(to_node):
         raise InvalidRecord("to", f"not a node id: {to_node!r}")
     if to_node == origin:
-        raise InvalidRecord("to", f"a request goes to another node, not to {origin} itself")
+        raise InvalidRecord(
+            "to", f"a request goes to another node, not to {origin} itself"
+        )
     request = pb.JointHandlingRequest(
         incident_subject=subject_id(origin, _text(data, "incident_ref")),
         to_node=to_node,

@@ -65,7 +65,9 @@ class Relayer:
         self.on_queued = on_queued
         self.subjects = Subjects(store)
 
-    def forward(self, origin: str, ref: str, to_nodes: Sequence[str] = ()) -> list[DecisionRow]:
+    def forward(
+        self, origin: str, ref: str, to_nodes: Sequence[str] = ()
+    ) -> list[DecisionRow]:
         """Relay the newest held version of ``origin``'s ``ref``.
 
         ``to_nodes`` empty means every node the agreements allow. Returns a
@@ -94,13 +96,17 @@ class Relayer:
         facts = facts_of(opened.record, origin, self._incident(opened))
         decided = {d.receiver for d in self.store.decisions_for(held.seq)}
         decisions = []
-        for target in to_nodes or [n for n in sorted(policy.nodes) if n != self.node_id]:
+        for target in to_nodes or [
+            n for n in sorted(policy.nodes) if n != self.node_id
+        ]:
             if target in decided:
                 continue  # relayed already; a second relay would send nothing new
             if target in opened.envelope.path or target == self.node_id:
                 decisions.append(_on_path(target))
             else:
-                decisions.append(policy.decide(facts, self.node_id, target, self.clock.now()))
+                decisions.append(
+                    policy.decide(facts, self.node_id, target, self.clock.now())
+                )
         return self._queue(held, opened, decisions)
 
     def follow(self, subjects: Collection[str]) -> None:
@@ -119,7 +125,9 @@ class Relayer:
                 decisions = retraction_decisions(holders, nodes, policy, facts, subject)
             else:
                 now = self.clock.now()
-                fresh = [policy.decide(facts, self.node_id, node, now) for node in nodes]
+                fresh = [
+                    policy.decide(facts, self.node_id, node, now) for node in nodes
+                ]
                 decisions = with_holders(fresh, holders, policy, facts)
             self._queue(entry, opened, [d for d in decisions if d.receiver in nodes])
 

@@ -45,13 +45,16 @@ class YamlDocument:
 
     def problem(self, keys: KeyPath, message: str) -> str:
         """``file:line: key.path: message``."""
-        return f"{self.path}:{self.line_of(keys)}: {format_keys(keys) or '(top)'}: {message}"
+        where = format_keys(keys) or "(top)"
+        return f"{self.path}:{self.line_of(keys)}: {where}: {message}"
 
 
 def format_keys(keys: KeyPath) -> str:
     text = ""
     for key in keys:
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+        text += (
+            f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+        )
     return text
 
 
@@ -74,7 +77,9 @@ def load_yaml(path: Path) -> YamlDocument:
     return YamlDocument(path=path, data=data, root=root)
 
 
-def _child(node: yaml.Node | None, key: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+def _child(
+    node: yaml.Node | None, key: str | int
+) -> tuple[yaml.Node, yaml.Node] | None:
     """(the node that marks the key, its value), or None if absent."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:

@@ -45,7 +45,9 @@ def eventually(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s; last value {value!r}")
+            raise AssertionError(
+                f"condition not met within {timeout_s} s; last value {value!r}"
+            )
         time.sleep(interval_s)
 
 
@@ -80,14 +82,20 @@ def postgres_databases() -> Iterator[Callable[[], str]]:
         with admin.connect() as connection:
             connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
         names.append(name)
-        return sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        return (
+            sa.make_url(POSTGRES_URL)
+            .set(database=name)
+            .render_as_string(hide_password=False)
+        )
 
     try:
         yield make
     finally:
         with admin.connect() as connection:
             for name in names:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                connection.execute(
+                    sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                )
         admin.dispose()
 
 
@@ -163,7 +171,9 @@ class Federation:
         self.peers[node_id] = peers
         self.database_urls.setdefault(node_id, database_url)
         addresses = {
-            peer: self.nodes[peer].federation_address if peer in self.nodes else "127.0.0.1:1"
+            peer: self.nodes[peer].federation_address
+            if peer in self.nodes
+            else "127.0.0.1:1"
             for peer in peers
         }
         config = node_config(
@@ -179,7 +189,11 @@ class Federation:
         node.start()
         self.nodes[node_id] = node
         for other_id, other in self.nodes.items():
-            if other_id != node_id and node_id in other.peer_addresses and not other.stopped:
+            if (
+                other_id != node_id
+                and node_id in other.peer_addresses
+                and not other.stopped
+            ):
                 other.set_peer_address(node_id, node.federation_address)
         return node
 

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import grpc
-
 from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
+
 from node.app import Node
 from node.records import record_from_json
 from tests.conftest import SAMPLE
@@ -18,7 +18,9 @@ def local(node: Node) -> api_grpc.LocalStub:
     return api_grpc.LocalStub(grpc.insecure_channel(node.local_address))
 
 
-def incident(ref: str, level: int = 2, category: str = "food_drug_safety", **fields: Any) -> dict[str, Any]:
+def incident(
+    ref: str, level: int = 2, category: str = "food_drug_safety", **fields: Any
+) -> dict[str, Any]:
     return {
         "ref": ref,
         "kind": "incident",
@@ -46,7 +48,11 @@ def inbox(node: Node) -> list[api.StoredMessage]:
     messages: list[api.StoredMessage] = []
     after = 0
     while True:
-        page = local(node).Inbox(api.InboxRequest(after_seq=after, limit=500), timeout=10).messages
+        page = (
+            local(node)
+            .Inbox(api.InboxRequest(after_seq=after, limit=500), timeout=10)
+            .messages
+        )
         if not page:
             return messages
         messages.extend(page)
@@ -63,4 +69,8 @@ def pending(node: Node) -> int:
 
 
 def sample_records() -> list[dict[str, Any]]:
-    return [json.loads(line) for line in SAMPLE.read_text("utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in SAMPLE.read_text("utf-8").splitlines()
+        if line.strip()
+    ]

@@ -202,7 +202,9 @@ class Receiver:
                 incident_subject
             )
         facts = facts_of(opened.record, origin, incident)
-        decision = self.policies.current.decide(facts, sender, self.node_id, self.clock.now())
+        decision = self.policies.current.decide(
+            facts, sender, self.node_id, self.clock.now()
+        )
         if not decision.allowed:
             if not self._holds(envelope.subject_id, origin, batch):
                 raise Refused(Outcome.REFUSED_BY_AGREEMENT, decision.reason)
@@ -322,7 +324,9 @@ class Receiver:
             )
             return Result(entry.message_id, Outcome.ACCEPTED)
         if stored.outcome is ReceiveOutcome.DUPLICATE:
-            log.info("message.duplicate", origin=entry.origin, message_id=entry.message_id)
+            log.info(
+                "message.duplicate", origin=entry.origin, message_id=entry.message_id
+            )
             return Result(entry.message_id, Outcome.DUPLICATE)
         if stored.outcome is ReceiveOutcome.STALE:
             # Answered as a duplicate so the sender settles it; recorded, since
@@ -335,8 +339,16 @@ class Receiver:
                 reason=stored.reason,
             )
             refusals.append(
-                Refusal(now, sender, entry.origin, entry.message_id, entry.kind,
-                        STALE_VERSION, stored.reason, stamp)
+                Refusal(
+                    now,
+                    sender,
+                    entry.origin,
+                    entry.message_id,
+                    entry.kind,
+                    STALE_VERSION,
+                    stored.reason,
+                    stamp,
+                )
             )
             return Result(entry.message_id, Outcome.DUPLICATE, stored.reason)
         if stored.outcome is ReceiveOutcome.REFUSED:
@@ -348,8 +360,16 @@ class Receiver:
                 reason=stored.reason,
             )
             refusals.append(
-                Refusal(now, sender, entry.origin, entry.message_id, entry.kind,
-                        REFUSED_BY_STATE, stored.reason, stamp)
+                Refusal(
+                    now,
+                    sender,
+                    entry.origin,
+                    entry.message_id,
+                    entry.kind,
+                    REFUSED_BY_STATE,
+                    stored.reason,
+                    stamp,
+                )
             )
             return Result(entry.message_id, Outcome.REJECTED_INVALID, stored.reason)
         log.warning(
@@ -359,8 +379,16 @@ class Receiver:
             reason=stored.reason,
         )
         refusals.append(
-            Refusal(now, sender, entry.origin, entry.message_id, entry.kind,
-                    Outcome.REJECTED_INVALID.value, stored.reason, stamp)
+            Refusal(
+                now,
+                sender,
+                entry.origin,
+                entry.message_id,
+                entry.kind,
+                Outcome.REJECTED_INVALID.value,
+                stored.reason,
+                stamp,
+            )
         )
         return Result(entry.message_id, Outcome.REJECTED_INVALID, stored.reason)
 
@@ -379,7 +407,8 @@ def _check_relayed(sender: str, envelope: pb.Envelope) -> None:
         raise Refused(
             Outcome.REFUSED_BY_AGREEMENT,
             f"{sender} sent a record from {envelope.origin_node}, but its path "
-            f"{' -> '.join(path) or '(empty)'} does not run from the origin to {sender}",
+            f"{' -> '.join(path) or '(empty)'} does not run from the origin "
+            f"to {sender}",
         )
     if not envelope.no_further_sharing:
         raise Refused(

@@ -216,12 +216,18 @@ class PeerSender:
             self.config.max_backoff_s,
             self.config.initial_backoff_ms / 1000 * 2 ** (attempts - 1),
         )
-        delay_s *= 0.5 + self.rand() / 2  # jitter, so peers that fail together retry apart
+        delay_s *= (
+            0.5 + self.rand() / 2
+        )  # jitter, so peers that fail together retry apart
         next_attempt_at = self.clock.now() + timedelta(seconds=delay_s)
         reason = f"{error.code().name}: {error.details()}"
-        self.store.save_backoff(PeerBackoff(self.peer, attempts, next_attempt_at, reason))
+        self.store.save_backoff(
+            PeerBackoff(self.peer, attempts, next_attempt_at, reason)
+        )
         event = "peer.backoff_started" if attempts == 1 else "peer.backoff_extended"
-        self._log.warning(event, attempts=attempts, retry_in_s=round(delay_s, 3), error=reason)
+        self._log.warning(
+            event, attempts=attempts, retry_in_s=round(delay_s, 3), error=reason
+        )
         self._drop_channel()
         return Step(StepKind.FAILED, wait_s=delay_s)
 

@@ -15,7 +15,15 @@ from node.errors import GuantongError
 
 # Order is the order shown in --help.
 COMMAND_MODULES = (
-    "certs", "run", "client", "records", "requests", "notices", "policy", "peers", "demo"
+    "certs",
+    "run",
+    "client",
+    "records",
+    "requests",
+    "notices",
+    "policy",
+    "peers",
+    "demo",
 )
 
 

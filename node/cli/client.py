@@ -44,7 +44,10 @@ def connection_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--certs",
         type=Path,
-        help="certificate folder; with --node and --client, use mutual TLS (needed off loopback)",
+        help=(
+            "certificate folder; with --node and --client, use mutual TLS "
+            "(needed off loopback)"
+        ),
     )
     common.add_argument("--node", help="the node id whose client certificate to use")
     common.add_argument("--client", help="the client name of that certificate")
@@ -64,7 +67,9 @@ def register(commands: argparse._SubParsersAction) -> None:
             "or the flags for an incident."
         ),
     )
-    publish.add_argument("--file", type=Path, help="a .json record, or a .jsonl with --ref")
+    publish.add_argument(
+        "--file", type=Path, help="a .json record, or a .jsonl with --ref"
+    )
     publish.add_argument("--ref", help="the publisher's reference")
     publish.add_argument(
         "--origin",
@@ -87,9 +92,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--after", type=_count, default=0, help="log position to start after"
     )
     inbox.add_argument(
-        "--limit", type=_count, default=100, help=f"at most this many (up to {MAX_PAGE})"
+        "--limit",
+        type=_count,
+        default=100,
+        help=f"at most this many (up to {MAX_PAGE})",
     )
-    inbox.add_argument("--json", action="store_true", help="one JSON object per message")
+    inbox.add_argument(
+        "--json", action="store_true", help="one JSON object per message"
+    )
     inbox.set_defaults(handler=_inbox)
 
     watch = commands.add_parser(
@@ -98,7 +108,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     watch.add_argument(
         "--after", type=_count, default=0, help="log position to start after"
     )
-    watch.add_argument("--json", action="store_true", help="one JSON object per message")
+    watch.add_argument(
+        "--json", action="store_true", help="one JSON object per message"
+    )
     watch.set_defaults(handler=_watch)
 
     delivery = commands.add_parser(
@@ -134,7 +146,9 @@ def local_channel(args: argparse.Namespace) -> grpc.Channel:
     """A channel to the node's local API, over mutual TLS when --certs is given."""
     if args.certs:
         if not (args.node and args.client):
-            raise GuantongError("--certs needs --node and --client to pick the certificate")
+            raise GuantongError(
+                "--certs needs --node and --client to pick the certificate"
+            )
         files = TlsFiles.for_client(args.certs, args.node, args.client)
         return secure_channel(args.node_address, files, expected_node_id=args.node)
     return grpc.insecure_channel(args.node_address)
@@ -172,8 +186,10 @@ def _publish(args: argparse.Namespace) -> int:
         api.PublishRequest(ref=ref, author_unit=args.author_unit, record=record),
         timeout=30,
     )
-    print(f"published {response.subject_id} version {response.subject_version} "
-          f"(message {response.message_id})")
+    print(
+        f"published {response.subject_id} version {response.subject_version} "
+        f"(message {response.message_id})"
+    )
     print_destinations(response.destinations)
     return 0
 
@@ -184,7 +200,9 @@ def _record_from_args(args: argparse.Namespace, node_id: str) -> tuple[str, Any]
         data = _read_record_file(args.file, args.ref)
     else:
         if not (args.ref and args.title and args.category and args.level):
-            raise GuantongError("give --file, or --ref, --title, --category and --level")
+            raise GuantongError(
+                "give --file, or --ref, --title, --category and --level"
+            )
         data = {
             "ref": args.ref,
             "kind": "incident",
@@ -196,10 +214,14 @@ def _record_from_args(args: argparse.Namespace, node_id: str) -> tuple[str, Any]
             "regions": args.regions,
             "exercise": args.exercise,
         }
-    for claimed, source in ((args.origin, "--origin"), (data.get("node"), "the record's 'node'")):
+    for claimed, source in (
+        (args.origin, "--origin"),
+        (data.get("node"), "the record's 'node'"),
+    ):
         if claimed and claimed != node_id:
             raise GuantongError(
-                f"{source} says {claimed}, but the node at {args.node_address} is {node_id}; "
+                f"{source} says {claimed}, but the node at {args.node_address} "
+                f"is {node_id}; "
                 "a node publishes only its own records"
             )
     try:
@@ -215,14 +237,19 @@ def _read_record_file(path: Path, ref: str | None) -> dict[str, Any]:
         raise GuantongError(f"{path}: cannot read: {exc.strerror}") from exc
     lines = [line for line in text.splitlines() if line.strip()]
     records = []
-    for number, line in enumerate(lines if path.suffix == ".jsonl" else [text], start=1):
+    for number, line in enumerate(
+        lines if path.suffix == ".jsonl" else [text], start=1
+    ):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise GuantongError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
     for number, record in enumerate(records, start=1):
         if not isinstance(record, dict):
-            raise GuantongError(f"{path}:{number}: a record is a JSON object, not {type(record).__name__}")
+            raise GuantongError(
+                f"{path}:{number}: a record is a JSON object, "
+                f"not {type(record).__name__}"
+            )
     if path.suffix != ".jsonl":
         return records[0]
     if not ref:
@@ -235,7 +262,9 @@ def _read_record_file(path: Path, ref: str | None) -> dict[str, Any]:
 
 def _inbox(args: argparse.Namespace) -> int:
     response = call(
-        connect(args).Inbox, api.InboxRequest(after_seq=args.after, limit=args.limit), timeout=30
+        connect(args).Inbox,
+        api.InboxRequest(after_seq=args.after, limit=args.limit),
+        timeout=30,
     )
     for message in response.messages:
         print_message(message, args.json)
@@ -283,7 +312,9 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _delivery(args: argparse.Namespace) -> int:
-    response = call(connect(args).Delivery, api.DeliveryRequest(ref=args.ref), timeout=30)
+    response = call(
+        connect(args).Delivery, api.DeliveryRequest(ref=args.ref), timeout=30
+    )
     print(f"{response.subject_id} version {response.subject_version}")
     print_destinations(response.destinations)
     return 0
@@ -291,13 +322,20 @@ def _delivery(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     response = call(connect(args).Status, api.StatusRequest(), timeout=30)
-    print(f"node {response.node}: published {response.published}, "
-          f"received {response.received}, refused {response.refused}")
+    print(
+        f"node {response.node}: published {response.published}, "
+        f"received {response.received}, refused {response.refused}"
+    )
     for peer in response.peers:
-        line = (f"  {peer.node}: pending {peer.pending}, delivered {peer.delivered}, "
-                f"dead letters {peer.dead_letters}")
+        line = (
+            f"  {peer.node}: pending {peer.pending}, delivered {peer.delivered}, "
+            f"dead letters {peer.dead_letters}"
+        )
         if peer.failed_attempts:
-            line += f", backing off after {peer.failed_attempts} failure(s): {peer.last_error}"
+            line += (
+                f", backing off after {peer.failed_attempts} failure(s): "
+                f"{peer.last_error}"
+            )
         print(line)
     return 0
 
@@ -305,10 +343,16 @@ def _status(args: argparse.Namespace) -> int:
 def print_destinations(destinations) -> None:  # type: ignore[no-untyped-def]
     for d in destinations:
         if d.allowed:
-            withheld = f", withheld: {', '.join(d.withheld_fields)}" if d.withheld_fields else ""
+            withheld = (
+                f", withheld: {', '.join(d.withheld_fields)}"
+                if d.withheld_fields
+                else ""
+            )
             state = d.delivery_state or d.rule
-            print(f"  -> {d.node}: {state} under {d.agreement_id} v{d.agreement_version}"
-                  f" ({d.rule}){withheld}")
+            print(
+                f"  -> {d.node}: {state} under {d.agreement_id} v{d.agreement_version}"
+                f" ({d.rule}){withheld}"
+            )
         else:
             print(f"  x  {d.node}: kept back by {d.rule}: {d.reason}")
 
@@ -316,34 +360,55 @@ def print_destinations(destinations) -> None:  # type: ignore[no-untyped-def]
 def print_message(message: api.StoredMessage, as_json: bool) -> None:
     envelope = message.envelope
     if as_json:
-        print(json.dumps({
-            "seq": message.seq,
-            "received_from": message.received_from,
-            "envelope": json_format.MessageToDict(envelope, preserving_proto_field_name=True,
-                                                  always_print_fields_with_no_presence=False)
-            | {"payload": None},
-            "record": json_format.MessageToDict(message.record, preserving_proto_field_name=True),
-        }, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "seq": message.seq,
+                    "received_from": message.received_from,
+                    "envelope": json_format.MessageToDict(
+                        envelope,
+                        preserving_proto_field_name=True,
+                        always_print_fields_with_no_presence=False,
+                    )
+                    | {"payload": None},
+                    "record": json_format.MessageToDict(
+                        message.record, preserving_proto_field_name=True
+                    ),
+                },
+                ensure_ascii=False,
+            )
+        )
         return
     drill = " [演练 exercise]" if envelope.exercise else ""
-    print(f"#{message.seq} from {message.received_from}: {KIND_NAMES[envelope.kind]} "
-          f"{envelope.ref} v{envelope.subject_version} ({envelope.origin_node}){drill}")
+    print(
+        f"#{message.seq} from {message.received_from}: {KIND_NAMES[envelope.kind]} "
+        f"{envelope.ref} v{envelope.subject_version} ({envelope.origin_node}){drill}"
+    )
     record = message.record
     if kind_of(record) == "incident":
         incident = record.incident
         print(f"    {incident.title}")
-        print(f"    {CATEGORIES[CATEGORY_CODES[incident.category]][1]} · "
-              f"{LEVEL_LABELS[incident.level]} · {PHASES[PHASE_CODES[incident.phase]][1]}")
+        print(
+            f"    {CATEGORIES[CATEGORY_CODES[incident.category]][1]} · "
+            f"{LEVEL_LABELS[incident.level]} · {PHASES[PHASE_CODES[incident.phase]][1]}"
+        )
     elif kind_of(record) == "escalation":
         escalation = record.escalation
-        print(f"    提级 escalated {escalation.incident_subject}: "
-              f"{escalation.incident.title} · {escalation.reason}")
+        print(
+            f"    提级 escalated {escalation.incident_subject}: "
+            f"{escalation.incident.title} · {escalation.reason}"
+        )
     elif kind_of(record) == "request_update":
         update = record.request_update
         action = pb.RequestAction.Name(update.action).removeprefix("ACTION_").lower()
-        print(f"    {action} {update.request_subject}"
-              + (f": {update.text}" if update.text else ""))
+        print(
+            f"    {action} {update.request_subject}"
+            + (f": {update.text}" if update.text else "")
+        )
     elif kind_of(record) == "notice":
         print(f"    通报 {record.notice.title}")
     if envelope.withheld_fields:
-        print(f"    withheld under {envelope.agreement_id}: {', '.join(envelope.withheld_fields)}")
+        print(
+            f"    withheld under {envelope.agreement_id}: "
+            f"{', '.join(envelope.withheld_fields)}"
+        )

@@ -16,14 +16,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "demo",
         help="run a seven-node demo federation and publish the sample records",
         description=(
-            "Start CN, CN-HB, CN-HN, CN-JX, CN-SH, CN-JS and CN-GS as separate processes "
-            "on loopback with a fresh development CA, publish every record of the sample "
-            "file, wait for delivery to settle, print who received what and why not, "
-            "and stop. The last line printed is the path of the JSON summary."
+            "Start CN, CN-HB, CN-HN, CN-JX, CN-SH, CN-JS and CN-GS as separate "
+            "processes on loopback with a fresh development CA, publish every record "
+            "of the sample file, wait for delivery to settle, print who received "
+            "what and why not, and stop. The last line printed is the path of the "
+            "JSON summary."
         ),
     )
     demo.add_argument(
-        "--records", type=Path, default=PROJECT_ROOT / "examples" / "incidents-2025.jsonl"
+        "--records",
+        type=Path,
+        default=PROJECT_ROOT / "examples" / "incidents-2025.jsonl",
     )
     demo.add_argument("--policies", type=Path, default=PROJECT_ROOT / "policies")
     demo.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "var" / "demo")

@@ -182,7 +182,9 @@ def _retract(args: argparse.Namespace) -> int:
 
 
 def _forward(args: argparse.Namespace) -> int:
-    request = api.ForwardRequest(origin=args.origin, ref=args.ref, to_nodes=args.to_nodes)
+    request = api.ForwardRequest(
+        origin=args.origin, ref=args.ref, to_nodes=args.to_nodes
+    )
     response = call(connect(args).Forward, request, timeout=30)
     print(f"forwarded {response.subject_id} version {response.subject_version}")
     print_destinations(response.destinations)

@@ -27,9 +27,15 @@ def register(commands: argparse._SubParsersAction) -> None:
             "last good agreements stay in force."
         ),
     )
-    run.add_argument("--config", type=Path, required=True, help="the node's YAML config")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
+    run.add_argument(
+        "--config", type=Path, required=True, help="the node's YAML config"
+    )
+    run.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    run.add_argument(
+        "--log-json", action="store_true", help="JSON log lines even on a terminal"
+    )
     run.set_defaults(handler=_run)
 
 

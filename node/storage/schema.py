@@ -56,7 +56,9 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return (
+            value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        )
 
 
 # SQLite only autoincrements INTEGER PRIMARY KEY.

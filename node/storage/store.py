@@ -90,10 +90,17 @@ _SETTLE_OUTBOX = update(t.outbox).where(
 )
 
 
-def content_digest(envelope_payload: bytes, kind: str, subject_id: str, version: int) -> str:
+def content_digest(
+    envelope_payload: bytes, kind: str, subject_id: str, version: int
+) -> str:
     """What makes two copies of one message the same message."""
     digest = hashlib.sha256()
-    for part in (kind.encode(), subject_id.encode(), str(version).encode(), envelope_payload):
+    for part in (
+        kind.encode(),
+        subject_id.encode(),
+        str(version).encode(),
+        envelope_payload,
+    ):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -206,7 +213,11 @@ class Store:
             )
 
     def _append_txn(
-        self, connection: Connection, entry: NewEntry, received_from: str | None, now: datetime
+        self,
+        connection: Connection,
+        entry: NewEntry,
+        received_from: str | None,
+        now: datetime,
     ) -> int:
         result = connection.execute(
             _INSERT_LOG,
@@ -370,7 +381,9 @@ class Store:
     def latest_version(self, subject_id: str) -> int:
         with self.read() as connection:
             value = connection.execute(
-                select(func.max(t.log.c.subject_version)).where(t.log.c.subject_id == subject_id)
+                select(func.max(t.log.c.subject_version)).where(
+                    t.log.c.subject_id == subject_id
+                )
             ).scalar()
         return int(value or 0)
 
@@ -423,7 +436,10 @@ class Store:
             .limit(limit)
         )
         with self.read() as connection:
-            return [OutboxItem(id=r.id, envelope=r.envelope) for r in connection.execute(query)]
+            return [
+                OutboxItem(id=r.id, envelope=r.envelope)
+                for r in connection.execute(query)
+            ]
 
     def settle(
         self,
@@ -461,7 +477,9 @@ class Store:
             ).first()
         if row is None:
             return PeerBackoff(peer, 0, None, None)
-        return PeerBackoff(peer, row.failed_attempts, row.next_attempt_at, row.last_error)
+        return PeerBackoff(
+            peer, row.failed_attempts, row.next_attempt_at, row.last_error
+        )
 
     def save_backoff(self, backoff: PeerBackoff) -> None:
         with self.write() as connection:
@@ -474,15 +492,21 @@ class Store:
             "last_error": backoff.last_error,
         }
         changed = connection.execute(
-            update(t.peer_state).where(t.peer_state.c.peer == backoff.peer).values(**values)
+            update(t.peer_state)
+            .where(t.peer_state.c.peer == backoff.peer)
+            .values(**values)
         ).rowcount
         if not changed:
             try:
                 with connection.begin_nested():
-                    connection.execute(insert(t.peer_state).values(peer=backoff.peer, **values))
+                    connection.execute(
+                        insert(t.peer_state).values(peer=backoff.peer, **values)
+                    )
             except IntegrityError:
                 connection.execute(
-                    update(t.peer_state).where(t.peer_state.c.peer == backoff.peer).values(**values)
+                    update(t.peer_state)
+                    .where(t.peer_state.c.peer == backoff.peer)
+                    .values(**values)
                 )
 
     # --- status -------------------------------------------------------------
@@ -509,12 +533,18 @@ class Store:
         """(published here, received from peers, refused)."""
         with self.read() as connection:
             published = connection.execute(
-                select(func.count()).select_from(t.log).where(t.log.c.received_from.is_(None))
+                select(func.count())
+                .select_from(t.log)
+                .where(t.log.c.received_from.is_(None))
             ).scalar_one()
             received = connection.execute(
-                select(func.count()).select_from(t.log).where(t.log.c.received_from.is_not(None))
+                select(func.count())
+                .select_from(t.log)
+                .where(t.log.c.received_from.is_not(None))
             ).scalar_one()
-            refused = connection.execute(select(func.count()).select_from(t.refusals)).scalar_one()
+            refused = connection.execute(
+                select(func.count()).select_from(t.refusals)
+            ).scalar_one()
         return int(published), int(received), int(refused)
 
 
@@ -572,7 +602,9 @@ def _create_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
 
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}
+    )
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]

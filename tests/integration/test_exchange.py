@@ -59,7 +59,9 @@ def test_peer_that_was_down_receives_the_backlog_in_order(federation):
 
 
 def test_sender_restarted_mid_backlog_loses_nothing_and_duplicates_nothing(federation):
-    small_batches = {"delivery": {"batch_size": 3, "initial_backoff_ms": 20, "max_backoff_s": 0.2}}
+    small_batches = {
+        "delivery": {"batch_size": 3, "initial_backoff_ms": 20, "max_backoff_s": 0.2}
+    }
     hb = federation.start("CN-HB", ("CN-HN",), **small_batches)
     refs = [f"HB-{i:03d}" for i in range(150)]
     for ref in refs:

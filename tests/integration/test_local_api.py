@@ -45,7 +45,9 @@ def test_bad_record_is_refused_naming_the_field(federation, record, field):
 def test_bad_reference_is_refused(federation):
     hb = federation.start("CN-HB", ("CN-HN",))
     with pytest.raises(grpc.RpcError) as refused:
-        local(hb).Publish(api.PublishRequest(ref="has space", record=valid_incident()), timeout=5)
+        local(hb).Publish(
+            api.PublishRequest(ref="has space", record=valid_incident()), timeout=5
+        )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details().startswith("ref")
 
@@ -53,7 +55,13 @@ def test_bad_reference_is_refused(federation):
 def test_statement_for_an_unknown_incident_is_refused(federation):
     hb = federation.start("CN-HB", ("CN-HN",))
     _, statement = record_from_json(
-        {"ref": "S1", "kind": "statement", "incident_ref": "NOPE", "text": "口径", "approved_by": "处"},
+        {
+            "ref": "S1",
+            "kind": "statement",
+            "incident_ref": "NOPE",
+            "text": "口径",
+            "approved_by": "处",
+        },
         "CN-HB",
     )
     with pytest.raises(grpc.RpcError) as refused:
@@ -70,12 +78,18 @@ def exposed_hb(federation):
 
 def local_over_tls(node, files: TlsFiles) -> api_grpc.LocalStub:
     address = f"127.0.0.1:{node.local_port}"
-    return api_grpc.LocalStub(secure_channel(address, files, expected_node_id=node.node_id))
+    return api_grpc.LocalStub(
+        secure_channel(address, files, expected_node_id=node.node_id)
+    )
 
 
 def test_off_loopback_local_api_serves_the_nodes_own_clients(exposed_hb, certs):
-    client = local_over_tls(exposed_hb, TlsFiles.for_client(certs, "CN-HB", "press-office"))
-    response = client.Publish(api.PublishRequest(ref="HB-1", record=valid_incident()), timeout=5)
+    client = local_over_tls(
+        exposed_hb, TlsFiles.for_client(certs, "CN-HB", "press-office")
+    )
+    response = client.Publish(
+        api.PublishRequest(ref="HB-1", record=valid_incident()), timeout=5
+    )
     assert response.subject_id == "CN-HB/HB-1"
 
 
@@ -90,7 +104,9 @@ def test_off_loopback_local_api_refuses_node_certificates(exposed_hb, certs, nod
 
 
 def test_off_loopback_local_api_refuses_plaintext(exposed_hb):
-    stub = api_grpc.LocalStub(grpc.insecure_channel(f"127.0.0.1:{exposed_hb.local_port}"))
+    stub = api_grpc.LocalStub(
+        grpc.insecure_channel(f"127.0.0.1:{exposed_hb.local_port}")
+    )
     with pytest.raises(grpc.RpcError) as refused:
         stub.Status(api.StatusRequest(), timeout=5)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -100,8 +116,13 @@ def test_joint_request_to_a_node_outside_the_federation_is_refused(federation):
     hb = federation.start("CN-HB", ("CN-HN",))
     publish(hb, incident("HB-1"))
     _, record = record_from_json(
-        {"ref": "HB-1-R1", "kind": "joint_request", "incident_ref": "HB-1",
-         "ask": "请核查", "to": "CN-XX"},
+        {
+            "ref": "HB-1-R1",
+            "kind": "joint_request",
+            "incident_ref": "HB-1",
+            "ask": "请核查",
+            "to": "CN-XX",
+        },
         "CN-HB",
     )
     with pytest.raises(grpc.RpcError) as refused:

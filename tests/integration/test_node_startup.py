@@ -34,10 +34,16 @@ def test_port_held_by_another_program_is_named_not_a_traceback(certs, tmp_path):
         address = f"127.0.0.1:{holder.getsockname()[1]}"
         node = Node(
             node_config(
-                "CN-HB", certs, tmp_path, {"CN-HN": "127.0.0.1:1"}, federation={"listen": address}
+                "CN-HB",
+                certs,
+                tmp_path,
+                {"CN-HN": "127.0.0.1:1"},
+                federation={"listen": address},
             )
         )
-        with pytest.raises(ConfigError, match=rf"federation\.listen: cannot bind {address}"):
+        with pytest.raises(
+            ConfigError, match=rf"federation\.listen: cannot bind {address}"
+        ):
             node.start()
     finally:
         holder.close()
@@ -46,7 +52,9 @@ def test_port_held_by_another_program_is_named_not_a_traceback(certs, tmp_path):
 def test_certificate_of_another_node_is_refused_at_startup(certs, tmp_path):
     config = node_config("CN-HB", certs, tmp_path, {"CN-HN": "127.0.0.1:1"})
     config = config.model_copy(
-        update={"tls": config.tls.model_copy(update={"cert": certs / "CN-HN" / "node.pem"})}
+        update={
+            "tls": config.tls.model_copy(update={"cert": certs / "CN-HN" / "node.pem"})
+        }
     )
     with pytest.raises(ConfigError, match=r"tls\.cert: .* names node CN-HN, not CN-HB"):
         Node(config).start()

@@ -36,7 +36,9 @@ def envelope_from(origin: str, data: dict, sender_agreement: str = "central-chin
 
 
 def federation_stub(node, files: TlsFiles) -> fed_grpc.FederationStub:
-    channel = secure_channel(node.federation_address, files, expected_node_id=node.node_id)
+    channel = secure_channel(
+        node.federation_address, files, expected_node_id=node.node_id
+    )
     return fed_grpc.FederationStub(channel)
 
 
@@ -50,7 +52,9 @@ def hb(federation):
 
 
 def test_caller_without_certificate_is_refused_before_any_handler(hb, certs):
-    credentials = grpc.ssl_channel_credentials(root_certificates=(certs / "ca.pem").read_bytes())
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(certs / "ca.pem").read_bytes()
+    )
     channel = grpc.secure_channel(
         hb.federation_address,
         credentials,
@@ -108,7 +112,10 @@ def test_refused_message_does_not_stall_the_rest_of_its_batch(hb, certs):
     low = envelope_from("CN-HN", incident("HN-LOW", level=4))
     high = envelope_from("CN-HN", incident("HN-HIGH", level=2))
     response = push(hn, low, high)
-    assert [r.outcome for r in response.results] == [fed.REFUSED_BY_AGREEMENT, fed.ACCEPTED]
+    assert [r.outcome for r in response.results] == [
+        fed.REFUSED_BY_AGREEMENT,
+        fed.ACCEPTED,
+    ]
     assert [m.envelope.ref for m in inbox(hb)] == ["HN-HIGH"]
 
 

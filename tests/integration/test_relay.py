@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
-from gateway.identity import TlsFiles, secure_channel
 from guantong.v1 import federation_pb2 as fed
 from guantong.v1 import federation_pb2_grpc as fed_grpc
 from guantong.v1 import local_pb2 as api
+
+from gateway.identity import TlsFiles, secure_channel
 from tests.conftest import eventually
 from tests.helpers import inbox, inbox_refs, incident, local, publish
 
@@ -88,7 +88,9 @@ def test_later_versions_and_the_retraction_follow_the_relay(trio):
     local(gs).Retract(api.RetractRequest(ref="GS-1", reason="核实为误报"), timeout=10)
 
     versions = eventually(
-        lambda: [m.envelope.subject_version for m in inbox(hn)] == [1, 2, 3] and inbox(hn)
+        lambda: (
+            [m.envelope.subject_version for m in inbox(hn)] == [1, 2, 3] and inbox(hn)
+        )
     )
     assert versions[-1].record.WhichOneof("body") == "retraction"
 
@@ -100,9 +102,13 @@ def test_receiver_refuses_a_relay_whose_path_does_not_lead_to_the_sender(trio, c
     forged = fed.PushRequest(envelopes=[held.envelope]).envelopes[0]
     forged.no_further_sharing = True  # path is still [CN-GS]: CN never said it relayed
 
-    channel = secure_channel(hn.federation_address, TlsFiles.for_node(certs, "CN"), "CN-HN")
+    channel = secure_channel(
+        hn.federation_address, TlsFiles.for_node(certs, "CN"), "CN-HN"
+    )
     with pytest.raises(grpc.RpcError) as refused:
-        fed_grpc.FederationStub(channel).Push(fed.PushRequest(envelopes=[forged]), timeout=5)
+        fed_grpc.FederationStub(channel).Push(
+            fed.PushRequest(envelopes=[forged]), timeout=5
+        )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "does not run from the origin to CN" in refused.value.details()
     assert inbox(hn) == []

@@ -40,12 +40,24 @@ def test_good_config_loads_with_paths_relative_to_the_file(tmp_path):
 @pytest.mark.parametrize(
     ("change", "where"),
     [
-        (lambda t: t.replace("node_id: CN-HB", "node_id: Hubei"), ":1: node_id: 'Hubei' is not a node id"),
-        (lambda t: t.replace("  key: certs/CN-HB/node.key\n", ""), ":4: tls.key: is required"),
-        (lambda t: t.replace('"127.0.0.1:7102"', '"nowhere"'), ":9: peers.CN-HN.address:"),
+        (
+            lambda t: t.replace("node_id: CN-HB", "node_id: Hubei"),
+            ":1: node_id: 'Hubei' is not a node id",
+        ),
+        (
+            lambda t: t.replace("  key: certs/CN-HB/node.key\n", ""),
+            ":4: tls.key: is required",
+        ),
+        (
+            lambda t: t.replace('"127.0.0.1:7102"', '"nowhere"'),
+            ":9: peers.CN-HN.address:",
+        ),
         (lambda t: t + "delivery: {batch_size: 0}\n", ":10: delivery.batch_size:"),
         (lambda t: t + "colour: blue\n", ":10: colour: is not a known key"),
-        (lambda t: t.replace("peers:", "peers: [").replace("}\n", "}"), "not valid YAML"),
+        (
+            lambda t: t.replace("peers:", "peers: [").replace("}\n", "}"),
+            "not valid YAML",
+        ),
     ],
 )
 def test_bad_config_names_file_line_and_key(tmp_path, change, where):

@@ -15,7 +15,9 @@ from tests.conftest import POLICIES, SAMPLE
 from tests.helpers import sample_records
 
 
-def test_demo_delivers_every_sample_record_to_exactly_the_nodes_its_agreements_imply(tmp_path):
+def test_demo_delivers_every_sample_record_to_exactly_the_nodes_its_agreements_imply(
+    tmp_path,
+):
     lines: list[str] = []
     summary_path = run_demo(SAMPLE, POLICIES, tmp_path / "demo", out=lines.append)
 

@@ -89,11 +89,20 @@ def test_statement_for_both_an_incident_and_a_topic_is_invalid_on_the_wire():
     ("extra", "field", "words"),
     [
         ({"to": "CN-HB"}, "to", "not to CN-HB itself"),
-        ({"to": "CN-HN", "bogus_field": 1}, "bogus_field", "is not a field of a joint_request"),
+        (
+            {"to": "CN-HN", "bogus_field": 1},
+            "bogus_field",
+            "is not a field of a joint_request",
+        ),
     ],
 )
 def test_request_to_itself_or_with_unknown_keys_is_refused(extra, field, words):
-    data = {"ref": "HB-1-R1", "kind": "joint_request", "incident_ref": "HB-1", "ask": "请核查"}
+    data = {
+        "ref": "HB-1-R1",
+        "kind": "joint_request",
+        "incident_ref": "HB-1",
+        "ask": "请核查",
+    }
     with pytest.raises(InvalidRecord) as refused:
         record_from_json({**data, **extra}, "CN-HB")
     assert refused.value.field == field and words in refused.value.reason

@@ -25,7 +25,9 @@ from node.storage.admin import recent_answered, recent_sent
 from node.storage.schema import DEAD_LETTER, DELIVERED
 from tests.node.storage.test_store import NOW, entry
 
-CONFIG = DeliveryConfig(initial_backoff_ms=1000, max_backoff_s=4, quick_retries=2, quick_retry_wait_ms=0)
+CONFIG = DeliveryConfig(
+    initial_backoff_ms=1000, max_backoff_s=4, quick_retries=2, quick_retry_wait_ms=0
+)
 
 
 @pytest.fixture
@@ -41,11 +43,19 @@ def make_sender(store, certs, clock, attempts):
     def channel(address: str, peer: str) -> grpc.Channel:
         attempts.append(address)
         # Nothing listens on port 1: every push fails with UNAVAILABLE.
-        return secure_channel(address, TlsFiles.for_node(certs, "CN-HB"), expected_node_id=peer)
+        return secure_channel(
+            address, TlsFiles.for_node(certs, "CN-HB"), expected_node_id=peer
+        )
 
     return PeerSender(
-        "CN-HN", store, lambda peer: "127.0.0.1:1", channel, CONFIG, clock,
-        rand=lambda: 1.0, sleep=lambda seconds: None,
+        "CN-HN",
+        store,
+        lambda peer: "127.0.0.1:1",
+        channel,
+        CONFIG,
+        clock,
+        rand=lambda: 1.0,
+        sleep=lambda seconds: None,
     )
 
 

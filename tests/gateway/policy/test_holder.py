@@ -133,7 +133,10 @@ def test_changed_agreement_without_a_higher_version_is_refused(
     older_version = holder.reload()
 
     assert not same_version.ok
-    assert "pair changed but is still version 2; raise the version" in same_version.problems[0]
+    assert (
+        "pair changed but is still version 2; raise the version"
+        in same_version.problems[0]
+    )
     assert not older_version.ok
     assert "would go back from version 2 to 1" in older_version.problems[0]
     assert not level_four_allowed(holder)

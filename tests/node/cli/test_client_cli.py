@@ -26,17 +26,38 @@ def hb(federation):
 def test_publishing_another_nodes_record_is_refused(hb, capsys):
     # The sample line says "node": "CN-SH"; this node is CN-HB.
     code, _, err = run(
-        capsys, "publish", "--node-address", hb.local_address,
-        "--file", str(SAMPLE), "--ref", "SH-2025-0315-01",
+        capsys,
+        "publish",
+        "--node-address",
+        hb.local_address,
+        "--file",
+        str(SAMPLE),
+        "--ref",
+        "SH-2025-0315-01",
     )
     assert code == 2
-    assert "the record's 'node' says CN-SH, but the node at" in err and "is CN-HB" in err
+    assert (
+        "the record's 'node' says CN-SH, but the node at" in err and "is CN-HB" in err
+    )
     assert hb.store.log_counts()[0] == 0
 
 
 def test_origin_flag_must_name_the_node_itself(hb, capsys):
-    argv = ["publish", "--node-address", hb.local_address, "--ref", "HB-1", "--title", "电梯故障",
-            "--category", "special_equipment", "--level", "3", "--region", "420100"]
+    argv = [
+        "publish",
+        "--node-address",
+        hb.local_address,
+        "--ref",
+        "HB-1",
+        "--title",
+        "电梯故障",
+        "--category",
+        "special_equipment",
+        "--level",
+        "3",
+        "--region",
+        "420100",
+    ]
     code, _, err = run(capsys, *argv, "--origin", "CN-HN")
     assert code == 2 and "--origin says CN-HN" in err
 
@@ -48,15 +69,21 @@ def test_origin_flag_must_name_the_node_itself(hb, capsys):
     ("content", "message"),
     [("[1, 2]", "a record is a JSON object, not list"), ("{broken", "not valid JSON")],
 )
-def test_record_file_that_is_not_a_record_is_named(hb, capsys, tmp_path, content, message):
+def test_record_file_that_is_not_a_record_is_named(
+    hb, capsys, tmp_path, content, message
+):
     path = tmp_path / "record.json"
     path.write_text(content)
-    code, _, err = run(capsys, "publish", "--node-address", hb.local_address, "--file", str(path))
+    code, _, err = run(
+        capsys, "publish", "--node-address", hb.local_address, "--file", str(path)
+    )
     assert code == 2 and str(path) in err and message in err
 
 
 def test_jsonl_without_ref_asks_for_one(hb, capsys):
-    code, _, err = run(capsys, "publish", "--node-address", hb.local_address, "--file", str(SAMPLE))
+    code, _, err = run(
+        capsys, "publish", "--node-address", hb.local_address, "--file", str(SAMPLE)
+    )
     assert code == 2 and "pick one with --ref" in err
 
 
@@ -79,11 +106,15 @@ def test_inbox_says_when_there_may_be_more(federation, capsys):
         publish(hb, incident(f"HB-{i}"))
     eventually(lambda: len(inbox_refs(hn)) == 3)
 
-    code, out, _ = run(capsys, "inbox", "--node-address", hn.local_address, "--limit", "2")
+    code, out, _ = run(
+        capsys, "inbox", "--node-address", hn.local_address, "--limit", "2"
+    )
     assert code == 0 and "there may be more: guantong inbox --after" in out
     code, out, _ = run(capsys, "inbox", "--node-address", hn.local_address, "--json")
     assert [json.loads(line)["envelope"]["ref"] for line in out.splitlines()] == [
-        "HB-0", "HB-1", "HB-2"
+        "HB-0",
+        "HB-1",
+        "HB-2",
     ]
 
 
@@ -105,7 +136,9 @@ def test_watch_resumes_after_the_node_restarts(federation, capsys):
 
         parser = argparse.ArgumentParser()
         client.register(parser.add_subparsers(dest="command"))
-        args = parser.parse_args(["watch", "--node-address", f"127.0.0.1:{port}", "--json"])
+        args = parser.parse_args(
+            ["watch", "--node-address", f"127.0.0.1:{port}", "--json"]
+        )
         original_print = client.print_message
 
         def record(message, as_json):

@@ -99,8 +99,16 @@ def test_outbox_is_taken_in_order_and_settled_rows_leave_it(store):
     first = store.pending_for("CN-HN", 3)
     assert [i.envelope for i in first] == [b"hop0", b"hop1", b"hop2"]
 
-    store.settle("CN-HN", [(first[0].id, DELIVERED, "ACCEPTED"), (first[1].id, DEAD_LETTER, "no")], NOW)
-    assert [i.envelope for i in store.pending_for("CN-HN", 10)] == [b"hop2", b"hop3", b"hop4"]
+    store.settle(
+        "CN-HN",
+        [(first[0].id, DELIVERED, "ACCEPTED"), (first[1].id, DEAD_LETTER, "no")],
+        NOW,
+    )
+    assert [i.envelope for i in store.pending_for("CN-HN", 10)] == [
+        b"hop2",
+        b"hop3",
+        b"hop4",
+    ]
     [counts] = store.peer_counts()
     assert (counts.pending, counts.delivered, counts.dead_letters) == (3, 1, 1)
 
@@ -112,7 +120,9 @@ def outcomes(results):
 def test_received_message_is_stored_once_and_a_changed_copy_is_a_conflict(store):
     first = store.append_received([entry("A", origin="CN-HN")], "CN-HN", NOW)
     again = store.append_received([entry("A", origin="CN-HN")], "CN-HN", NOW)
-    changed = store.append_received([entry("A", origin="CN-HN", payload=b"y")], "CN-HN", NOW)
+    changed = store.append_received(
+        [entry("A", origin="CN-HN", payload=b"y")], "CN-HN", NOW
+    )
 
     assert outcomes(first) == [ReceiveOutcome.ACCEPTED]
     assert outcomes(again) == [ReceiveOutcome.DUPLICATE]

@@ -30,7 +30,9 @@ def upgrade() -> None:
         sa.Column("received_from", sa.String(16), nullable=True),
         sa.Column("stored_at", Stamp, nullable=False),
         sa.UniqueConstraint("origin", "message_id", name="uq_log_origin_message"),
-        sa.UniqueConstraint("subject_id", "subject_version", name="uq_log_subject_version"),
+        sa.UniqueConstraint(
+            "subject_id", "subject_version", name="uq_log_subject_version"
+        ),
     )
     op.create_index("ix_log_received", "log", ["received_from", "seq"])
     op.create_table(
