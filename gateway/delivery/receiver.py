@@ -313,6 +313,18 @@ class Receiver:
         refusals: list[Refusal],
         stamp: AgreementStamp | None = None,
     ) -> Result:
+        def refusal(outcome: str) -> Refusal:
+            return Refusal(
+                now,
+                sender,
+                entry.origin,
+                entry.message_id,
+                entry.kind,
+                outcome,
+                stored.reason,
+                stamp,
+            )
+
         if stored.outcome is ReceiveOutcome.ACCEPTED:
             log.info(
                 "message.received",
@@ -338,18 +350,7 @@ class Receiver:
                 subject=entry.subject_id,
                 reason=stored.reason,
             )
-            refusals.append(
-                Refusal(
-                    now,
-                    sender,
-                    entry.origin,
-                    entry.message_id,
-                    entry.kind,
-                    STALE_VERSION,
-                    stored.reason,
-                    stamp,
-                )
-            )
+            refusals.append(refusal(STALE_VERSION))
             return Result(entry.message_id, Outcome.DUPLICATE, stored.reason)
         if stored.outcome is ReceiveOutcome.REFUSED:
             log.warning(
@@ -359,18 +360,7 @@ class Receiver:
                 kind=entry.kind,
                 reason=stored.reason,
             )
-            refusals.append(
-                Refusal(
-                    now,
-                    sender,
-                    entry.origin,
-                    entry.message_id,
-                    entry.kind,
-                    REFUSED_BY_STATE,
-                    stored.reason,
-                    stamp,
-                )
-            )
+            refusals.append(refusal(REFUSED_BY_STATE))
             return Result(entry.message_id, Outcome.REJECTED_INVALID, stored.reason)
         log.warning(
             "message.conflict",
@@ -378,18 +368,7 @@ class Receiver:
             message_id=entry.message_id,
             reason=stored.reason,
         )
-        refusals.append(
-            Refusal(
-                now,
-                sender,
-                entry.origin,
-                entry.message_id,
-                entry.kind,
-                Outcome.REJECTED_INVALID.value,
-                stored.reason,
-                stamp,
-            )
-        )
+        refusals.append(refusal(Outcome.REJECTED_INVALID.value))
         return Result(entry.message_id, Outcome.REJECTED_INVALID, stored.reason)
 
 
