@@ -184,6 +184,7 @@ class Node:
         self.deadlines.stop()
         for event in events:
             event.wait(grace_s + 1)
+        assert self.store is not None, "opened by start()"
         self.store.close()
         log.info("node.stopped", node=self.node_id)
 
@@ -252,6 +253,7 @@ class Node:
         return server
 
     def _start_local_server(self) -> grpc.Server:
+        assert self.store is not None, "opened by start() before the servers"
         listen = self.config.local_api
         interceptors = (
             [] if listen.is_loopback else [CallerAuthInterceptor(self._accept_client)]
@@ -298,7 +300,7 @@ class Node:
         return server
 
     @staticmethod
-    def _add_reflection(server: grpc.Server, *services) -> None:  # type: ignore[no-untyped-def]
+    def _add_reflection(server: grpc.Server, *services) -> None:
         names = tuple(service.full_name for service in services)
         reflection.enable_server_reflection(
             (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -53,7 +53,7 @@ class Appliers:
     def register_check(self, kind: str, function: CheckFunction) -> None:
         self._checks[kind].append(function)
 
-    def check_hook(self, received_from: str):  # type: ignore[no-untyped-def]
+    def check_hook(self, received_from: str):
         """A Store check hook for records received from one peer."""
 
         def check(connection: Connection, entry: NewEntry) -> str | None:
@@ -69,7 +69,7 @@ class Appliers:
 
         return check
 
-    def hook(self, received_from: str | None):  # type: ignore[no-untyped-def]
+    def hook(self, received_from: str | None):
         """A Store apply hook for records published here or from one peer."""
 
         def apply(connection: Connection, seq: int, entry: NewEntry) -> None:

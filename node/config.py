@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from node.errors import ConfigError
 from node.records import is_node_id
@@ -217,7 +218,7 @@ def _missing_files(config: NodeConfig, document: YamlDocument) -> list[str]:
     return problems
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: ErrorDetails) -> str:
     if error["type"] == "missing":
         return "is required"
     if error["type"] == "extra_forbidden":
@@ -233,7 +234,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         else data.get("tls"),
     }
     for keys in _PATH_KEYS:
-        holder = data
+        # Whatever the file holds at this key; only a mapping is descended into.
+        holder: object = data
         for key in keys[:-1]:
             holder = holder.get(key) if isinstance(holder, dict) else None
         if isinstance(holder, dict) and isinstance(holder.get(keys[-1]), str):

@@ -293,7 +293,7 @@ _STOP_WITH_PARENT = (
 )
 
 
-def _wait_healthy(nodes) -> None:  # type: ignore[no-untyped-def]
+def _wait_healthy(nodes) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     for node in nodes:
         channel = grpc.insecure_channel(node.local_address)
@@ -500,7 +500,7 @@ def _print_summary(
     out("")
 
 
-def _stop_all(nodes) -> None:  # type: ignore[no-untyped-def]
+def _stop_all(nodes) -> None:
     running = [n for n in nodes if n.process is not None and n.process.poll() is None]
     for node in running:
         node.process.send_signal(signal.SIGTERM)

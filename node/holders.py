@@ -101,6 +101,7 @@ def _holder_decision(
         if holder.agreement_id
         else "no recorded agreement"
     )
+    version: int | None
     if agreement is not None:
         withheld = tuple(
             sorted(agreement.withheld_fields(facts.kind, holder.node, facts.level))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import grpc
 import structlog
@@ -75,7 +76,7 @@ class LocalService(api_grpc.LocalServicer):
         self, request: api.PublishRequest, context: grpc.ServicerContext
     ) -> api.PublishResponse:
         if not request.HasField("record"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "record: is required")
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "record: is required")
         publisher, unit = self.publisher, request.author_unit
         return _publishing(
             context, lambda: publisher.publish(request.ref, request.record, unit)
@@ -89,8 +90,9 @@ class LocalService(api_grpc.LocalServicer):
                 request.origin, request.ref, list(request.to_nodes)
             )
         except InvalidRecord as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         entry = self.store.latest(subject_id(request.origin, request.ref))
+        assert entry is not None, "forward() refuses a subject not held here"
         return api.DeliveryResponse(
             subject_id=entry.subject_id,
             subject_version=entry.subject_version,
@@ -118,14 +120,18 @@ class LocalService(api_grpc.LocalServicer):
     ) -> api.ShowResponse:
         origin = request.origin or self.node_id
         if not is_node_id(origin):
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"origin: not a node id: {origin!r}"
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"origin: not a node id: {origin!r}",
             )
         subject = subject_id(origin, request.ref)
         versions = self.store.versions(subject)
         if not versions:
-            context.abort(
-                grpc.StatusCode.NOT_FOUND, f"{subject} is not held by {self.node_id}"
+            _abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"{subject} is not held by {self.node_id}",
             )
         superseded_by = self.library.superseded_by(subject)
         return _history(subject, versions, self.store, superseded_by)
@@ -177,7 +183,8 @@ class LocalService(api_grpc.LocalServicer):
     ) -> api.DeliveryResponse:
         entry = self.store.latest(subject_id(self.node_id, request.ref))
         if entry is None:
-            context.abort(
+            _abort(
+                context,
                 grpc.StatusCode.NOT_FOUND,
                 f"ref: {request.ref!r} was not published by {self.node_id}",
             )
@@ -244,12 +251,19 @@ def _publishing(
     try:
         published = action()
     except InvalidRecord as exc:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except GuantongError as exc:
         # Refused by what this node holds (a request move whose state
         # changed under it, say).
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     return _published(published)
+
+
+def _abort(
+    context: grpc.ServicerContext, code: grpc.StatusCode, details: str
+) -> NoReturn:
+    context.abort(code, details)
+    raise AssertionError("unreachable: abort raises")
 
 
 def _published(published: Published) -> api.PublishResponse:
@@ -269,13 +283,15 @@ def _category(number: int, context: grpc.ServicerContext) -> str | None:
     if not number:
         return None
     if number not in CATEGORY_CODES:
-        context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT, f"category: unknown number {number}"
+        _abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"category: unknown number {number}",
         )
     return CATEGORY_CODES[number]
 
 
-def _category_number(code: str | None) -> int:
+def _category_number(code: str | None) -> pb.Category:
     return CATEGORIES[code][0] if code else pb.CATEGORY_UNSPECIFIED
 
 

@@ -18,7 +18,7 @@ from guantong.v1 import records_pb2 as pb
 from node.errors import InvalidRecord
 
 # Codes used in files and on the command line, with the labels staff read.
-CATEGORIES: dict[str, tuple[int, str]] = {
+CATEGORIES: dict[str, tuple[pb.Category, str]] = {
     "food_drug_safety": (
         pb.FOOD_DRUG_SAFETY,
         "食品药品(医疗器械)安全事故 food/drug/device safety",
@@ -43,14 +43,14 @@ LEVEL_LABELS: dict[int, str] = {
     3: "Ⅲ 较大 relatively serious",
     4: "Ⅳ 一般 ordinary",
 }
-PHASES: dict[str, tuple[int, str]] = {
+PHASES: dict[str, tuple[pb.Phase, str]] = {
     "emerging": (pb.EMERGING, "发生期 emerging"),
     "developing": (pb.DEVELOPING, "发展期 developing"),
     "peak": (pb.PEAK, "高潮期 peak"),
     "fluctuating": (pb.FLUCTUATING, "震荡期 fluctuating"),
     "subsiding": (pb.SUBSIDING, "回落期 subsiding"),
 }
-STATUSES: dict[str, tuple[int, str]] = {
+STATUSES: dict[str, tuple[pb.IncidentStatus, str]] = {
     "open": (pb.INCIDENT_OPEN, "处置中 open"),
     "closed": (pb.INCIDENT_CLOSED, "已办结 closed"),
 }
@@ -58,7 +58,7 @@ STATUSES: dict[str, tuple[int, str]] = {
 RETRACTED_LABEL = "已撤回 retracted"
 SUPERSEDED_LABEL = "已被替代 superseded"
 # Record kinds by the names agreements and files use.
-KINDS: dict[str, int] = {
+KINDS: dict[str, pb.RecordKind] = {
     "incident": pb.INCIDENT,
     "statement": pb.STATEMENT,
     "joint_request": pb.JOINT_REQUEST,
@@ -392,7 +392,8 @@ def _incident_from_json(data: dict[str, Any], origin: str) -> pb.Record:
         title=_text(data, "title"),
         summary=_text(data, "summary", required=False),
         category=CATEGORIES[category][0],
-        level=level,
+        # protoc's stub takes only RiskLevel members; the field takes any int.
+        level=level,  # type: ignore[arg-type]
         phase=PHASES[phase][0],
         regions=_strings(data, "regions"),
         entities=_strings(data, "entities"),

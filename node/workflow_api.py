@@ -102,7 +102,8 @@ class WorkflowService(wf_grpc.WorkflowServicer):
             else wf.DIRECTION_RECEIVED,
             incident_subject=row.incident_subject,
             incident_title=row.incident_title or "",
-            level=row.level or 0,
+            # protoc's stub takes only RiskLevel members; the field takes any int.
+            level=row.level or 0,  # type: ignore[arg-type]
             ask=row.ask,
             exercise=row.exercise,
             state=wf.RequestState.Value(f"REQUEST_{row.state.status.value}"),

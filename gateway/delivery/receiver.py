@@ -156,7 +156,8 @@ class Receiver:
         accepted = [
             entry
             for (index, entry) in to_store
-            if results[index] is not None and results[index].outcome is Outcome.ACCEPTED
+            if (answered := results[index]) is not None
+            and answered.outcome is Outcome.ACCEPTED
         ]
         if accepted:
             self.on_stored()
@@ -309,7 +310,7 @@ class Receiver:
         sender: str,
         entry: NewEntry,
         stored: Received,
-        now,  # type: ignore[no-untyped-def]
+        now,
         refusals: list[Refusal],
         stamp: AgreementStamp | None = None,
     ) -> Result:
@@ -396,7 +397,7 @@ def _check_relayed(sender: str, envelope: pb.Envelope) -> None:
         )
 
 
-def _refusal(  # type: ignore[no-untyped-def]
+def _refusal(
     now,
     sender: str,
     envelope: pb.Envelope,

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
+from typing import Any
 
 import grpc
 import structlog
@@ -137,12 +138,14 @@ class PeerSender:
 
     def _push_with_quick_retries(self, batch: list[OutboxItem]) -> fed.PushResponse:
         request = fed.PushRequest(envelopes=[_envelope(item) for item in batch])
+        # Tenacity's own sleep unless one was injected.
+        sleep: dict[str, Any] = {"sleep": self._sleep} if self._sleep else {}
         retrying = Retrying(
             stop=stop_after_attempt(self.config.quick_retries),
             wait=wait_fixed(self.config.quick_retry_wait_ms / 1000),
             retry=retry_if_exception(_is_transient),
             reraise=True,
-            **({"sleep": self._sleep} if self._sleep else {}),
+            **sleep,
         )
         for attempt in retrying:
             with attempt:

@@ -138,7 +138,7 @@ def issue_node_cert(
     """
     _require_node_id(node_id)
     identity = PeerIdentity(node_id, None)
-    names = [x509.UniformResourceIdentifier(identity.spiffe_id)]
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.spiffe_id)]
     names += _host_names([server_name_for(node_id), *hosts])
     usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 
@@ -158,7 +158,7 @@ def issue_client_cert(
             f"not a client name: {client_name!r} (expected [a-z0-9][a-z0-9-]{{0,62}})"
         )
     identity = PeerIdentity(node_id, client_name)
-    names = [x509.UniformResourceIdentifier(identity.spiffe_id)]
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.spiffe_id)]
 
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
 

@@ -141,7 +141,7 @@ def secure_channel(
     """
     if any(name == TARGET_NAME_OVERRIDE for name, _ in options):
         raise GuantongError(f"{TARGET_NAME_OVERRIDE} is set from expected_node_id")
-    merged = dict(CHANNEL_KEEPALIVE_OPTIONS)
+    merged: dict[str, Any] = dict(CHANNEL_KEEPALIVE_OPTIONS)
     merged.update(options)
     merged[TARGET_NAME_OVERRIDE] = server_name_for(expected_node_id)
     return grpc.secure_channel(

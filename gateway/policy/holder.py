@@ -100,6 +100,8 @@ class PolicyHolder:
                 )
                 return result
 
+            # No errors, so the set was built.
+            assert check.policy_set is not None
             self._current = check.policy_set
             self._loaded_at = result.at
             self._last_error = None

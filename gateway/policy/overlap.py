@@ -37,12 +37,12 @@ def overlap_warnings(loaded: list[tuple[Agreement, YamlDocument]]) -> list[str]:
 
         for (kind, name), routes in sorted(disagreements.items()):
             sender, receiver = routes[0]
-            mine = _describe(_withhold_profile(first, kind, receiver), name)
-            theirs = _describe(_withhold_profile(second, kind, receiver), name)
+            first_says = _describe(_withhold_profile(first, kind, receiver), name)
+            second_says = _describe(_withhold_profile(second, kind, receiver), name)
             message = (
                 f"{first.label} and {second.label} both share {kind} records "
                 f"{sender}→{receiver} ({len(routes)} route(s) in all) but disagree "
-                f"about {name} ({first.id}: {mine}; {second.id}: {theirs}); "
+                f"about {name} ({first.id}: {first_says}; {second.id}: {second_says}); "
                 "the agreement that withholds more applies"
             )
             warnings.append(document.problem(["withhold"], message))
@@ -51,7 +51,7 @@ def overlap_warnings(loaded: list[tuple[Agreement, YamlDocument]]) -> list[str]:
 
 def _shared_routes(first: Agreement, second: Agreement) -> list[tuple[str, str, str]]:
     common = sorted(first.members & second.members)
-    routes = []
+    routes: list[tuple[str, str, str]] = []
     for sender in common:
         for receiver in common:
             if sender == receiver:
@@ -92,4 +92,5 @@ def _describe(profile: dict[str, frozenset[int | None]], name: str) -> str:
         return "shared"
     if None in levels:
         return "always withheld"
-    return f"withheld below level {roman(min(levels))}"
+    lowest = min(level for level in levels if level is not None)
+    return f"withheld below level {roman(lowest)}"

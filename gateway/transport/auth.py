@@ -140,6 +140,7 @@ def _refuse(
 ) -> NoReturn:
     log.info("auth.refused", method=method, code=code.name, reason=reason)
     context.abort(code, reason)  # raises; the handler is never called
+    raise AssertionError("unreachable: abort raises")
 
 
 def _iterate_in(

@@ -154,7 +154,7 @@ def local_channel(args: argparse.Namespace) -> grpc.Channel:
     return grpc.insecure_channel(args.node_address)
 
 
-def call(function, request, **kwargs):  # type: ignore[no-untyped-def]
+def call(function, request, **kwargs):
     try:
         return function(request, **kwargs)
     except grpc.RpcError as error:
@@ -340,7 +340,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_destinations(destinations) -> None:  # type: ignore[no-untyped-def]
+def print_destinations(destinations) -> None:
     for d in destinations:
         if d.allowed:
             withheld = (

@@ -483,7 +483,7 @@ def _versions(agreements: Sequence[admin.AgreementInForce]) -> str:
     return ", ".join(f"{a.id} v{a.version}" for a in agreements) or "no agreements"
 
 
-def _time(stamp) -> str:  # type: ignore[no-untyped-def]
+def _time(stamp) -> str:
     return stamp.ToDatetime(UTC).isoformat("T", "seconds")
 
 

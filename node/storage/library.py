@@ -158,7 +158,7 @@ def apply_statement_txn(connection: Connection, applied: StatementApplied) -> No
 def _same_origin(applied: StatementApplied, other_subject: str | None) -> bool:
     """Only a statement's origin may mark it superseded: a statement that
     claims to replace another node's statement marks nothing."""
-    return bool(other_subject) and other_subject.startswith(f"{applied.origin}/")
+    return other_subject is not None and other_subject.startswith(f"{applied.origin}/")
 
 
 def _mark_superseded_txn(
@@ -324,6 +324,6 @@ class Library:
             ).scalar_one_or_none()
 
 
-def _contains_all(column, terms: Sequence[str]) -> list[ColumnElement[bool]]:  # type: ignore[no-untyped-def]
+def _contains_all(column, terms: Sequence[str]) -> list[ColumnElement[bool]]:
     """``column LIKE '%term%'`` for each term, with % and _ in a term escaped."""
     return [column.contains(normalise(term), autoescape=True) for term in terms if term]

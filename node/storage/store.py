@@ -234,7 +234,9 @@ class Store:
                 "stored_at": now,
             },
         )
-        return int(result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None, "a single-row INSERT reports its primary key"
+        return int(key[0])
 
     # --- receiving ----------------------------------------------------------
 
@@ -561,7 +563,7 @@ def _stamp_columns(stamp: AgreementStamp | None) -> dict[str, object]:
     }
 
 
-def _stamp(row) -> AgreementStamp | None:  # type: ignore[no-untyped-def]
+def _stamp(row) -> AgreementStamp | None:
     if row.agreement_id is None:
         return None
     return AgreementStamp(
@@ -583,7 +585,7 @@ def _answer_columns(answer: PeerAnswer | None) -> dict[str, object]:
     }
 
 
-def _entry(row) -> LogEntry:  # type: ignore[no-untyped-def]
+def _entry(row) -> LogEntry:
     return LogEntry(
         seq=row.seq,
         origin=row.origin,
@@ -607,7 +609,7 @@ def _create_engine(url: str) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _sqlite_pragmas(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, and_, insert, select, update
 
@@ -191,7 +192,7 @@ def move_request_txn(
     PostgreSQL (whose second UPDATE waits for the first and then matches
     nothing). Returns whether this one won.
     """
-    values = {
+    values: dict[str, Any] = {
         "handling": after.handling.value,
         "disposition": after.disposition.value,
         "state": after.status.value,
@@ -472,18 +473,18 @@ class WorkflowStore:
                 select(t.log.c.envelope).where(t.log.c.seq == seq)
             ).scalar_one()
 
-    def _requests(self, query) -> list[RequestRow]:  # type: ignore[no-untyped-def]
+    def _requests(self, query) -> list[RequestRow]:
         with self.store.read() as connection:
             return [_request(row) for row in connection.execute(query)]
 
-    def _notices(self, query) -> list[NoticeRow]:  # type: ignore[no-untyped-def]
+    def _notices(self, query) -> list[NoticeRow]:
         with self.store.read() as connection:
             rows = connection.execute(query).all()
             targets = _targets_txn(connection, [row.subject_id for row in rows])
         return [_notice(row, targets.get(row.subject_id, ())) for row in rows]
 
 
-def _owing():  # type: ignore[no-untyped-def]
+def _owing():
     """Conditions of a request whose handler still owes its first report."""
     return (
         w.requests.c.first_report_at.is_(None),
@@ -510,7 +511,7 @@ def _targets_txn(
     return {subject: tuple(targets) for subject, targets in found.items()}
 
 
-def _request(row) -> RequestRow:  # type: ignore[no-untyped-def]
+def _request(row) -> RequestRow:
     return RequestRow(
         subject_id=row.subject_id,
         ref=row.ref,
@@ -541,7 +542,7 @@ def _request(row) -> RequestRow:  # type: ignore[no-untyped-def]
     )
 
 
-def _notice(row, targets: tuple[NoticeTarget, ...]) -> NoticeRow:  # type: ignore[no-untyped-def]
+def _notice(row, targets: tuple[NoticeTarget, ...]) -> NoticeRow:
     return NoticeRow(
         subject_id=row.subject_id,
         ref=row.ref,
@@ -557,7 +558,7 @@ def _notice(row, targets: tuple[NoticeTarget, ...]) -> NoticeRow:  # type: ignor
     )
 
 
-def _escalation(row) -> EscalationRow:  # type: ignore[no-untyped-def]
+def _escalation(row) -> EscalationRow:
     return EscalationRow(
         **{name: getattr(row, name) for name in EscalationRow.__dataclass_fields__}
     )

@@ -199,7 +199,7 @@ class Workflows:
         if action is Action.ESCALATE:
             # The national node must be able to hear of it, or it is no
             # escalation.
-            escalation = self._escalation_record(
+            escalation_record = self._escalation_record(
                 row.incident_subject,
                 text,
                 update.escalated_to,
@@ -207,7 +207,10 @@ class Workflows:
                 row.incident_title,
             )
             self._check_reaches(
-                escalation, update.escalated_to, row.incident_subject, row.subject_id
+                escalation_record,
+                update.escalated_to,
+                row.incident_subject,
+                row.subject_id,
             )
         published = self.publisher.publish(
             workflow_ref(row.subject_id, action.value), record, author_unit
@@ -224,7 +227,7 @@ class Workflows:
             message_id=published.message_id,
         )
 
-        escalation = None
+        escalation: Published | None = None
         if action is Action.ESCALATE:
             try:
                 escalation = self._send_escalation(after)

@@ -23,15 +23,15 @@ def action_from_pb(value: int) -> Action:
     return Action[name.removeprefix("ACTION_")]
 
 
-def action_to_pb(action: Action) -> int:
+def action_to_pb(action: Action) -> pb.RequestAction:
     return pb.RequestAction.Value(f"ACTION_{action.name}")
 
 
-def handling_to_pb(handling: Handling) -> int:
+def handling_to_pb(handling: Handling) -> pb.Handling:
     return pb.Handling.Value(f"HANDLING_{handling.value}")
 
 
-def disposition_to_pb(disposition: Disposition) -> int:
+def disposition_to_pb(disposition: Disposition) -> pb.Disposition:
     return pb.Disposition.Value(f"DISPOSITION_{disposition.value}")
 
 
