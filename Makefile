@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all proto install demo test lint format bench clean
+.PHONY: all proto install demo test lint typecheck format bench clean
 
 all: test
 
@@ -30,6 +30,9 @@ test: proto
 lint: $(STAMP)
 	$(BIN)/ruff check gateway node tests scripts bench
 	$(BIN)/ruff format --check gateway node tests scripts bench
+
+typecheck: proto
+	$(BIN)/mypy gateway node
 
 format: $(STAMP)
 	$(BIN)/ruff format gateway node tests scripts bench
