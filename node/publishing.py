@@ -102,6 +102,7 @@ class Publisher:
         kind = kind_of(record)
         subject = subject_id(self.node_id, ref)
         self._check_addressees(record)
+        self._check_supersedes(subject, record)
 
         with self._numbering:
             held = self.store.latest(subject)
@@ -120,6 +121,7 @@ class Publisher:
                     held.message_id, subject, held.subject_version, decisions_held
                 )
             decisions = self._decide(subject, facts, held, now)
+            _check_someone_may_receive(kind, decisions)
             envelope = seal(
                 message_id=uuid.uuid4().hex,
                 origin=self.node_id,
@@ -184,9 +186,36 @@ class Publisher:
                 )
             record = pb.Record()
             record.CopyFrom(read_stored(held.envelope).record)
+            if record.incident.status == pb.INCIDENT_CLOSED:
+                raise InvalidRecord(
+                    "ref",
+                    f"{ref!r} is already closed (version {held.subject_version}); "
+                    "its review stands",
+                )
             record.incident.status = pb.INCIDENT_CLOSED
             record.incident.review = review
             return self.publish(ref, record, author_unit)
+
+    def _check_supersedes(self, subject: str, record: pb.Record) -> None:
+        """A statement replaces another statement of this node, not itself."""
+        if kind_of(record) != "statement" or not record.statement.supersedes:
+            return
+        target = record.statement.supersedes
+        if target == subject:
+            raise InvalidRecord(
+                "statement.supersedes", "a statement cannot supersede itself"
+            )
+        held = self.store.latest(target)
+        if held is None or held.origin != self.node_id:
+            raise InvalidRecord(
+                "statement.supersedes",
+                f"{target!r} is not a statement of {self.node_id}",
+            )
+        if held.kind != "statement":
+            raise InvalidRecord(
+                "statement.supersedes",
+                f"{target!r} is not a statement but the {held.kind} it names",
+            )
 
     def _check_addressees(self, record: pb.Record) -> None:
         """A record addressed to nodes must name nodes of the federation."""
@@ -199,6 +228,8 @@ class Publisher:
         if addressed is None:
             return
         field, nodes = addressed
+        if len(set(nodes)) != len(nodes):
+            raise InvalidRecord(field, "names a node more than once")
         for node in nodes:
             if node not in known:
                 raise InvalidRecord(
@@ -329,6 +360,38 @@ def _check_next_version(
         return
     if held.kind != kind:
         raise InvalidRecord("ref", f"{ref!r} already names a {held.kind}, not a {kind}")
+    before = _addressees(read_stored(held.envelope).record)
+    if before is not None and before != _addressees(record):
+        # A new version goes where the earlier ones went; readdressing would
+        # send the new text to the old addressees. Publish under a new ref.
+        field, nodes = before
+        raise InvalidRecord(
+            field,
+            f"{ref!r} was addressed to {', '.join(nodes) or 'every node'}; the "
+            "addressees of a request or notice cannot change (use a new ref)",
+        )
+
+
+def _check_someone_may_receive(kind: str, decisions: Sequence[Decision]) -> None:
+    """A request or notice that no agreement lets reach anyone is refused:
+    published, it would wait for an answer that cannot come."""
+    if kind not in ("joint_request", "notice") or any(d.allowed for d in decisions):
+        return
+    field = "joint_request.to_node" if kind == "joint_request" else "notice.to_nodes"
+    addressed = [d for d in decisions if d.rule != "no-common-agreement"] or decisions
+    why = addressed[0] if addressed else None
+    reason = f"{why.receiver}: {why.reason}" if why else "no node is known"
+    raise InvalidRecord(field, f"no agreement lets this {kind} reach anyone ({reason})")
+
+
+def _addressees(record: pb.Record) -> tuple[str, tuple[str, ...]] | None:
+    """The field and sorted nodes a request or notice is addressed to."""
+    kind = kind_of(record)
+    if kind == "joint_request":
+        return "joint_request.to_node", (record.joint_request.to_node,)
+    if kind == "notice":
+        return "notice.to_nodes", tuple(sorted(set(record.notice.to_nodes)))
+    return None
 
 
 def _exercise(facts: RecordFacts, held: LogEntry | None) -> bool:

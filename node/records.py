@@ -211,6 +211,7 @@ def validate(record: pb.Record) -> None:
                 raise InvalidRecord("notice.to_nodes", f"not a node id: {node!r}")
     elif kind == "retraction":
         _require(record.retraction.subject_id, "retraction.subject_id")
+        _require(record.retraction.reason, "retraction.reason")
     elif kind == "request_update":
         _validate_request_update(record.request_update)
     elif kind == "notice_ack":

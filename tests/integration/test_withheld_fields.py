@@ -106,6 +106,11 @@ def test_withheld_field_is_absent_at_the_receiver(federation, policies_copy, nam
 
     if kind in ("statement", "joint_request"):
         publish_record(sender, incident("INC", level=2))
+    if kind == "statement":
+        # The statement the sample one supersedes must exist.
+        old = {**record_data(kind), "ref": "OLD-STATEMENT"}
+        del old["supersedes"]
+        publish_record(sender, old)
     published = publish_record(sender, record_data(kind))
     assert is_set(getattr(published, kind), field_name), (
         f"the sample {kind} must set {field_name} for this case to mean anything"
