@@ -49,6 +49,7 @@ from node.local_api import LocalService, NewMessages
 from node.publishing import Publisher
 from node.relay import Relayer
 from node.storage import Store
+from node.storage.agreement_texts import AgreementTexts
 from node.workflow import appliers as workflow_appliers
 from node.workflow.deadlines import DeadlineChecker, with_deadline
 from node.workflow.service import Workflows
@@ -82,9 +83,14 @@ class Node:
     def start(self) -> None:
         self._check_own_certificate()
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.policies = PolicyHolder(self.config.policies)
         self.store = Store(self.config.effective_database_url)
         self.store.migrate()
+        texts = AgreementTexts(self.store)
+        self.policies = PolicyHolder(
+            self.config.policies,
+            check=texts.problems,
+            on_loaded=lambda policy_set: texts.record(policy_set, self.clock.now()),
+        )
 
         self.signal = NewMessages()
         self.appliers = Appliers()

@@ -27,10 +27,13 @@ import structlog
 
 from gateway.policy.evaluate import PolicySet
 from gateway.policy.loader import check_policies, load_policies
+from node.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+# Problems with a loaded set that the files alone cannot show.
+Check = Callable[[PolicySet], list[str]]
 
 
 def _utc_now() -> datetime:
@@ -54,14 +57,29 @@ class ReloadResult:
 class PolicyHolder:
     """Holds the current PolicySet; thread-safe reloads keep the last good one."""
 
-    def __init__(self, paths: Path | Sequence[Path], clock: Clock = _utc_now):
+    def __init__(
+        self,
+        paths: Path | Sequence[Path],
+        clock: Clock = _utc_now,
+        check: Check = lambda policy_set: [],
+        on_loaded: Callable[[PolicySet], None] = lambda policy_set: None,
+    ):
+        """``check`` may refuse a set for reasons the files alone cannot show
+        (a version enforced before with other content); ``on_loaded`` hears of
+        every set put in force."""
         self._paths = paths
         self._clock = clock
+        self._check = check
+        self._on_loaded = on_loaded
         self._lock = threading.Lock()
         self._current = load_policies(paths)
+        problems = check(self._current)
+        if problems:
+            raise ConfigError(problems)
         self._last_error: ReloadResult | None = None
         self._loaded_at = clock()
         _log_loaded(self._current)
+        on_loaded(self._current)
 
     @property
     def current(self) -> PolicySet:
@@ -85,6 +103,7 @@ class PolicyHolder:
             problems = list(check.errors)
             if check.policy_set is not None:
                 problems += _version_problems(self._current, check.policy_set)
+                problems += self._check(check.policy_set)
             result = ReloadResult(
                 ok=not problems,
                 at=self._clock(),
@@ -106,6 +125,7 @@ class PolicyHolder:
             self._loaded_at = result.at
             self._last_error = None
             _log_loaded(self._current)
+            self._on_loaded(self._current)
             return result
 
 

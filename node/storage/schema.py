@@ -215,3 +215,16 @@ cases = Table(
     Column("search_text", Text, nullable=False),
     Index("ix_cases_closed", "closed_at"),
 )
+
+# The text (as a fingerprint) of every agreement version this node enforced,
+# so that an agreement changed without a new version is refused even across
+# a restart.
+agreement_texts = Table(
+    "agreement_texts",
+    metadata,
+    Column("agreement_id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("first_loaded_at", Stamp, nullable=False),
+)
