@@ -30,6 +30,7 @@ from node.storage.types import DecisionRow, LogEntry
 log = structlog.get_logger(__name__)
 
 MAX_PAGE = 1000
+MAX_PAGE_BYTES = 3 * 1024 * 1024
 WATCH_POLL_S = 1.0
 
 
@@ -140,7 +141,7 @@ class LocalService(api_grpc.LocalServicer):
         self, request: api.SearchStatementsRequest, context: grpc.ServicerContext
     ) -> api.SearchStatementsResponse:
         found = self.library.search_statements(
-            search_terms(request.text),
+            _terms(request.text, context),
             category=_category(request.category, context),
             since=_time_or_none(request, "since"),
             until=_time_or_none(request, "until"),
@@ -153,7 +154,7 @@ class LocalService(api_grpc.LocalServicer):
         self, request: api.SearchCasesRequest, context: grpc.ServicerContext
     ) -> api.SearchCasesResponse:
         found = self.library.search_cases(
-            search_terms(request.text),
+            _terms(request.text, context),
             category=_category(request.category, context),
             limit=_page(request.limit),
         )
@@ -163,7 +164,17 @@ class LocalService(api_grpc.LocalServicer):
         self, request: api.InboxRequest, context: grpc.ServicerContext
     ) -> api.InboxResponse:
         entries = self.store.received(request.after_seq, _page(request.limit))
-        return api.InboxResponse(messages=[_stored(e) for e in entries])
+        response = api.InboxResponse()
+        size = 0
+        for entry in entries:
+            message = _stored(entry)
+            size += message.ByteSize()
+            # A page stays under gRPC's 4 MiB message limit; the client asks
+            # again after the last one it got.
+            if response.messages and size > MAX_PAGE_BYTES:
+                break
+            response.messages.append(message)
+        return response
 
     def Watch(
         self, request: api.InboxRequest, context: grpc.ServicerContext
@@ -214,6 +225,13 @@ class LocalService(api_grpc.LocalServicer):
             if backoff.next_attempt_at is not None:
                 peer.next_attempt_at.CopyFrom(timestamp(backoff.next_attempt_at))
         return response
+
+
+def _terms(text: str, context: grpc.ServicerContext) -> list[str]:
+    try:
+        return search_terms(text)
+    except ValueError as exc:
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"text: {exc}")
 
 
 def _page(limit: int) -> int:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from guantong.v1 import records_pb2 as pb
 
@@ -186,9 +188,62 @@ def incident_subject_of(record: pb.Record) -> str | None:
     return None
 
 
+# Bounds on what one record may carry. A record is read by people under time
+# pressure and travels in batches: a summary is a summary, not a dossier.
+MAX_TEXT_CHARS = 20_000
+MAX_SHORT_CHARS = 200
+MAX_ITEMS = 100
+# Fields that name or label something rather than tell it.
+_SHORT_FIELDS = {
+    "title",
+    "approved_by",
+    "name",
+    "entities",
+    "keywords",
+    "regions",
+    "topic_keywords",
+    "to_nodes",
+    "to_node",
+    "incident_subject",
+    "supersedes",
+    "subject_id",
+    "request_subject",
+    "notice_subject",
+}
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    # Newer protobuf runtimes drop ``label`` for ``is_repeated``.
+    if hasattr(field, "is_repeated"):
+        return bool(field.is_repeated)
+    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+
+
+def _check_sizes(message: Message, prefix: str) -> None:
+    """Raise InvalidRecord for text too long or a list too long, anywhere."""
+    for descriptor, value in message.ListFields():
+        name = f"{prefix}.{descriptor.name}"
+        repeated = _is_repeated(descriptor)
+        values = list(value) if repeated else [value]
+        if repeated and len(values) > MAX_ITEMS:
+            raise InvalidRecord(name, f"at most {MAX_ITEMS} items, got {len(values)}")
+        for item in values:
+            if isinstance(item, Message):
+                _check_sizes(item, name)
+            elif isinstance(item, str):
+                limit = (
+                    MAX_SHORT_CHARS if descriptor.name in _SHORT_FIELDS else MAX_TEXT_CHARS
+                )
+                if len(item) > limit:
+                    raise InvalidRecord(
+                        name, f"at most {limit} characters, got {len(item)}"
+                    )
+
+
 def validate(record: pb.Record) -> None:
     """Raise InvalidRecord naming the first field that is wrong."""
     kind = kind_of(record)
+    _check_sizes(getattr(record, kind), kind)
     if kind == "incident":
         _validate_incident(record.incident)
     elif kind == "statement":

@@ -89,11 +89,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "inbox", parents=[common], help="list what this node has received"
     )
     inbox.add_argument(
-        "--after", type=_count, default=0, help="log position to start after"
+        "--after", type=count_arg, default=0, help="log position to start after"
     )
     inbox.add_argument(
         "--limit",
-        type=_count,
+        type=count_arg,
         default=100,
         help=f"at most this many (up to {MAX_PAGE})",
     )
@@ -106,7 +106,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "watch", parents=[common], help="stream what this node receives, as it arrives"
     )
     watch.add_argument(
-        "--after", type=_count, default=0, help="log position to start after"
+        "--after", type=count_arg, default=0, help="log position to start after"
     )
     watch.add_argument(
         "--json", action="store_true", help="one JSON object per message"
@@ -127,7 +127,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.set_defaults(handler=_status)
 
 
-def _count(text: str) -> int:
+def count_arg(text: str) -> int:
     """argparse type: a whole number, 0 or more."""
     try:
         value = int(text)
@@ -261,8 +261,9 @@ def _read_record_file(path: Path, ref: str | None) -> dict[str, Any]:
 
 
 def _inbox(args: argparse.Namespace) -> int:
+    stub = connect(args)
     response = call(
-        connect(args).Inbox,
+        stub.Inbox,
         api.InboxRequest(after_seq=args.after, limit=args.limit),
         timeout=30,
     )
@@ -270,9 +271,13 @@ def _inbox(args: argparse.Namespace) -> int:
         print_message(message, args.json)
     if not args.json:
         print(f"{len(response.messages)} message(s)")
-        if response.messages and len(response.messages) == min(args.limit, MAX_PAGE):
+        if response.messages:
             last = response.messages[-1].seq
-            print(f"there may be more: guantong inbox --after {last}")
+            more = call(
+                stub.Inbox, api.InboxRequest(after_seq=last, limit=1), timeout=30
+            )
+            if more.messages:
+                print(f"there is more: guantong inbox --after {last}")
     return 0
 
 

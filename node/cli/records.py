@@ -11,7 +11,13 @@ from guantong.v1 import local_pb2 as api
 from guantong.v1 import records_pb2 as pb
 
 from gateway.policy.model import CHINA_TIME
-from node.cli.client import call, connect, connection_options, print_destinations
+from node.cli.client import (
+    call,
+    connect,
+    connection_options,
+    count_arg,
+    print_destinations,
+)
 from node.errors import GuantongError
 from node.records import (
     CATEGORIES,
@@ -144,7 +150,7 @@ def _search_arguments(parser: argparse.ArgumentParser) -> None:
         "text", nargs="?", default="", help="words to find (default: all)"
     )
     parser.add_argument("--category", choices=sorted(CATEGORIES))
-    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--limit", type=count_arg, default=50)
 
 
 def _day(value: str) -> date:
@@ -186,9 +192,13 @@ def _forward(args: argparse.Namespace) -> int:
         origin=args.origin, ref=args.ref, to_nodes=args.to_nodes
     )
     response = call(connect(args).Forward, request, timeout=30)
-    print(f"forwarded {response.subject_id} version {response.subject_version}")
+    queued = [d for d in response.destinations if d.delivery_state]
+    if queued:
+        print(f"forwarded {response.subject_id} version {response.subject_version}")
+    else:
+        print(f"nothing forwarded: no node may receive {response.subject_id} from here")
     print_destinations(response.destinations)
-    return 0
+    return 0 if queued else 1
 
 
 def _close(args: argparse.Namespace) -> int:

@@ -46,9 +46,23 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
+# Longer queries are refused: each term is a LIKE pattern, and SQLite refuses
+# patterns past a size; no one types a statement's worth of query.
+MAX_QUERY_CHARS = 200
+MAX_QUERY_TERMS = 10
+
+
 def search_terms(text: str) -> list[str]:
-    """The normalised terms of a query; white space separates them."""
-    return normalise(text).split()
+    """The normalised terms of a query; white space separates them.
+
+    Raises ValueError for a query too long to be a search.
+    """
+    if len(text) > MAX_QUERY_CHARS:
+        raise ValueError(f"at most {MAX_QUERY_CHARS} characters, got {len(text)}")
+    terms = normalise(text).split()
+    if len(terms) > MAX_QUERY_TERMS:
+        raise ValueError(f"at most {MAX_QUERY_TERMS} terms, got {len(terms)}")
+    return terms
 
 
 @dataclass(frozen=True)

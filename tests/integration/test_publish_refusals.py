@@ -7,7 +7,10 @@ import grpc
 import pytest
 from guantong.v1 import local_pb2 as api
 
-from tests.helpers import incident, local, publish
+from node.errors import InvalidRecord
+from node.records import record_from_json
+from tests.conftest import eventually
+from tests.helpers import inbox, incident, local, publish
 
 
 def refused(node, data) -> str:
@@ -101,3 +104,38 @@ def test_a_retraction_needs_a_reason(hb):
     with pytest.raises(grpc.RpcError) as error:
         local(hb).Retract(api.RetractRequest(ref="INC", reason=" "), timeout=5)
     assert error.value.details().startswith("retraction.reason:")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"summary": "很" * 20_001}, "incident.summary: at most 20000 characters"),
+        ({"title": "标" * 201}, "incident.title: at most 200 characters"),
+        ({"keywords": ["词"] * 101}, "incident.keywords: at most 100 items"),
+    ],
+)
+def test_oversized_record_is_refused_naming_the_field(change, field):
+    with pytest.raises(InvalidRecord) as error:
+        record_from_json(incident("BIG", **change), "CN-HB")
+    assert str(error.value).startswith(field)
+
+
+def test_inbox_pages_stay_under_the_message_limit(federation):
+    hb = federation.start("CN-HB", ("CN-HN",))
+    hn = federation.start("CN-HN", ("CN-HB",))
+    for i in range(80):
+        publish(hb, incident(f"HB-{i:02d}", summary="很" * 19_000))
+    # 80 records of ~57 KB each do not fit one 4 MiB reply: pages split them.
+    eventually(lambda: len(inbox(hn)) == 80)
+    first = local(hn).Inbox(api.InboxRequest(after_seq=0, limit=1000), timeout=10)
+    assert 0 < len(first.messages) < 80
+    assert first.ByteSize() < 4 * 1024 * 1024
+
+
+def test_overlong_search_is_refused_not_an_sql_error(hb):
+    with pytest.raises(grpc.RpcError) as error:
+        local(hb).SearchStatements(
+            api.SearchStatementsRequest(text="食" * 5000), timeout=5
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("text: at most 200 characters")

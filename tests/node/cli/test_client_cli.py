@@ -109,7 +109,7 @@ def test_inbox_says_when_there_may_be_more(federation, capsys):
     code, out, _ = run(
         capsys, "inbox", "--node-address", hn.local_address, "--limit", "2"
     )
-    assert code == 0 and "there may be more: guantong inbox --after" in out
+    assert code == 0 and "there is more: guantong inbox --after" in out
     code, out, _ = run(capsys, "inbox", "--node-address", hn.local_address, "--json")
     assert [json.loads(line)["envelope"]["ref"] for line in out.splitlines()] == [
         "HB-0",
