@@ -232,7 +232,9 @@ def _check_sizes(message: Message, prefix: str) -> None:
                 _check_sizes(item, name)
             elif isinstance(item, str):
                 limit = (
-                    MAX_SHORT_CHARS if descriptor.name in _SHORT_FIELDS else MAX_TEXT_CHARS
+                    MAX_SHORT_CHARS
+                    if descriptor.name in _SHORT_FIELDS
+                    else MAX_TEXT_CHARS
                 )
                 if len(item) > limit:
                     raise InvalidRecord(
