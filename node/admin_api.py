@@ -29,6 +29,7 @@ from node.errors import InvalidRecord
 from node.explain import (
     NodeOutcome,
     NotPublishedHere,
+    history_decisions,
     outcomes,
     published_sample,
     sample_of,
@@ -93,6 +94,9 @@ class AdminService(admin_grpc.AdminServicer):
     ) -> api.ExplainResponse:
         what = request.WhichOneof("what")
         response = api.ExplainResponse()
+        policy_set = self.policies.current
+        now = self.clock.now()
+        decisions = None
         if what == "ref":
             try:
                 sample, entry = published_sample(self.store, self.node_id, request.ref)
@@ -100,6 +104,7 @@ class AdminService(admin_grpc.AdminServicer):
                 context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
             response.subject_id = entry.subject_id
             response.subject_version = entry.subject_version
+            decisions = history_decisions(self.store, sample, entry, policy_set, now)
         elif what == "record":
             try:
                 validate(request.record)
@@ -109,9 +114,7 @@ class AdminService(admin_grpc.AdminServicer):
         else:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ref or record: give one")
 
-        policy_set = self.policies.current
-        now = self.clock.now()
-        results = outcomes(sample, policy_set, now, set(self.peers()))
+        results = outcomes(sample, policy_set, now, set(self.peers()), decisions)
         _fill_explanation(response, sample, policy_set, results)
         response.at.CopyFrom(timestamp(now))
         return response
@@ -171,11 +174,13 @@ def _fill_explanation(
     response.incident_known = sample.incident_known
     for result in results:
         decision = result.decision
-        node = policy_set.nodes[decision.receiver]
+        # A holder of an earlier version may be a node the agreements no
+        # longer list; it is still named, without names.
+        node = policy_set.nodes.get(decision.receiver)
         response.nodes.add(
-            node=node.id,
-            name_zh=node.name_zh,
-            name_en=node.name_en,
+            node=decision.receiver,
+            name_zh=node.name_zh if node is not None else "",
+            name_en=node.name_en if node is not None else "",
             receives=result.receives,
             allowed=decision.allowed,
             agreement_id=decision.agreement_id or "",

@@ -9,22 +9,23 @@ judged by the facts of its incident as this node holds it (the newest
 version); if the incident is not held, category and level are unknown and
 any condition on them fails.
 
+A record this node published (``guantong policy explain --ref``, the admin
+API's ``Explain`` by ref) is decided by the publisher's own function,
+``node.publishing.decide``, with the subject's delivery history: an update
+(version 2 onwards) also goes to every node that holds an earlier version,
+and a retraction goes to the holders and no other (``node.holders``). Who
+holds an earlier version is read as it stands now, counting versions older
+than the one explained. A record given as a file or in the request has no
+history and is decided by the agreements alone.
+
 On a running node one more thing decides whether a node gets the record: the
 publisher queues it only for nodes configured as peers. ``explain`` says so
 with the publisher's own rule names.
-
-Known gap (issue 4): the publisher also routes by delivery history
-(``node.holders``): a later version of a subject goes to every node that
-holds an earlier one even where the agreements alone would not send it, and
-a retraction goes only to holders. ``outcomes`` decides from the agreements
-alone, so for an update or a retraction it can say "kept back" for a node
-that will get it anyway; ``guantong delivery REF`` shows what was actually
-routed. Explain should ask the same routing the publisher uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,9 +35,10 @@ from gateway.policy import Decision, PolicySet, apply_withholding
 from gateway.policy.outcome import SampleRecord
 from node.envelopes import read_stored
 from node.errors import GuantongError
-from node.publishing import NO_ROUTE, NOTHING_LEFT
+from node.publishing import NO_ROUTE, NOTHING_LEFT, decide
 from node.records import facts_of, incident_subject_of, subject_id
-from node.storage import admin
+from node.storage import Store, admin
+from node.storage.subjects import Subjects
 from node.storage.types import LogEntry
 
 
@@ -65,13 +67,18 @@ def outcomes(
     policy_set: PolicySet,
     now: datetime,
     peers: Collection[str] | None = None,
+    decisions: Sequence[Decision] | None = None,
 ) -> list[NodeOutcome]:
     """For every known node but the sender, sorted: would it receive ``sample``?
 
     ``peers``: the nodes the sender has addresses for; None leaves routing out.
+    ``decisions``: the policy decisions to start from (``history_decisions``
+    for a published record); None asks the agreements alone.
     """
+    if decisions is None:
+        decisions = policy_set.decide_all(sample.facts, sample.sender, now)
     results = []
-    for decision in policy_set.decide_all(sample.facts, sample.sender, now):
+    for decision in decisions:
         rule, reason = decision.rule, decision.reason
         receives = decision.allowed
         kept = apply_withholding(sample.record, decision.withheld_fields)
@@ -118,6 +125,27 @@ def published_sample(
         raise NotPublishedHere(node_id, ref)
     record = read_stored(entry.envelope).record
     return sample_of(reader, node_id, ref, record), entry
+
+
+def history_decisions(
+    store: Store,
+    sample: SampleRecord,
+    entry: LogEntry,
+    policy_set: PolicySet,
+    now: datetime,
+) -> Sequence[Decision]:
+    """What the publisher would decide now for the published version ``entry``
+    of ``sample``: the agreements plus the subject's delivery history."""
+    subjects = Subjects(store)
+    return decide(
+        policy_set,
+        sample.sender,
+        entry.subject_id,
+        sample.facts,
+        entry.subject_version > 1,
+        lambda: subjects.holders(entry.subject_id, before=entry.subject_version),
+        now,
+    )
 
 
 def published_samples(reader: admin.Reader) -> list[SampleRecord]:

@@ -26,7 +26,7 @@ from datetime import datetime
 import structlog
 from guantong.v1 import records_pb2 as pb
 
-from gateway.policy import Decision, PolicyHolder, apply_withholding
+from gateway.policy import Decision, PolicyHolder, PolicySet, apply_withholding
 from node.appliers import Appliers
 from node.clock import Clock
 from node.envelopes import log_entry_for, read_stored, seal
@@ -44,7 +44,7 @@ from node.records import (
 )
 from node.storage import Store
 from node.storage.schema import PENDING
-from node.storage.subjects import Subjects
+from node.storage.subjects import Holder, Subjects
 from node.storage.types import DecisionRow, LogEntry
 
 log = structlog.get_logger(__name__)
@@ -242,16 +242,15 @@ class Publisher:
         self, subject: str, facts: RecordFacts, held: LogEntry | None, now: datetime
     ) -> Sequence[Decision]:
         """What the agreements, and the subject's delivery history, say."""
-        policy = self.policies.current
-        if facts.kind == "retraction":
-            receivers = (node for node in policy.nodes if node != self.node_id)
-            return retraction_decisions(
-                self.subjects.holders(subject), receivers, policy, facts, subject
-            )
-        decisions = policy.decide_all(facts, self.node_id, now)
-        if held is None:
-            return decisions
-        return with_holders(decisions, self.subjects.holders(subject), policy, facts)
+        return decide(
+            self.policies.current,
+            self.node_id,
+            subject,
+            facts,
+            held is not None,
+            lambda: self.subjects.holders(subject),
+            now,
+        )
 
     def _incident_for(self, record: pb.Record) -> pb.IncidentReport | None:
         """The newest held version of the incident a record belongs to."""
@@ -332,6 +331,31 @@ class Publisher:
         hop.agreement_version = decision.agreement_version or 0
         hop.no_further_sharing = decision.no_further_sharing
         return hop.SerializeToString(deterministic=True)
+
+
+def decide(
+    policy: PolicySet,
+    sender: str,
+    subject: str,
+    facts: RecordFacts,
+    update: bool,
+    holders: Callable[[], Sequence[Holder]],
+    now: datetime,
+) -> Sequence[Decision]:
+    """For every node but ``sender``: what the agreements, and the subject's
+    delivery history, say about publishing ``facts`` as a version of ``subject``.
+
+    ``update``: an earlier version of the subject exists. ``holders``: who
+    holds an earlier version, asked only for an update or a retraction. The
+    publisher decides with this, and ``node.explain`` explains with it.
+    """
+    if facts.kind == "retraction":
+        receivers = (node for node in policy.nodes if node != sender)
+        return retraction_decisions(holders(), receivers, policy, facts, subject)
+    decisions = policy.decide_all(facts, sender, now)
+    if not update:
+        return decisions
+    return with_holders(decisions, holders(), policy, facts)
 
 
 def _check_next_version(

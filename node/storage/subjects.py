@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, true, update
 
 from node.storage import schema as t
 from node.storage.store import Store
@@ -185,9 +185,13 @@ class Subjects:
         with self.store.read() as connection:
             return set(connection.execute(query).scalars())
 
-    def holders(self, subject_id: str, relayed: bool = False) -> list[Holder]:
+    def holders(
+        self, subject_id: str, relayed: bool = False, before: int | None = None
+    ) -> list[Holder]:
         """Nodes a version of this node's subject was delivered or queued to;
-        with ``relayed``, nodes this node passed a received subject on to.
+        with ``relayed``, nodes this node passed a received subject on to;
+        with ``before``, counting only versions older than that one (who held
+        the subject when that version was published).
 
         A dead letter is not holding: the peer refused that version. A row
         still pending counts, since the peer will get it before anything
@@ -216,6 +220,7 @@ class Subjects:
                 if relayed
                 else t.log.c.received_from.is_(None),
                 t.outbox.c.state.in_((t.PENDING, t.DELIVERED)),
+                t.log.c.subject_version < before if before is not None else true(),
             )
             .order_by(t.log.c.subject_version)
         )

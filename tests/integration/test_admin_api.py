@@ -7,12 +7,13 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from guantong.v1 import admin_pb2 as api
 from guantong.v1 import admin_pb2_grpc as admin_grpc
+from guantong.v1 import local_pb2 as local_api
 from structlog.testing import capture_logs
 
 from node.app import Node
 from node.records import record_from_json
 from tests.conftest import eventually
-from tests.helpers import inbox, inbox_refs, incident, publish
+from tests.helpers import inbox, inbox_refs, incident, local, publish
 
 
 def admin(node: Node) -> admin_grpc.AdminStub:
@@ -200,6 +201,62 @@ def test_explain_a_statement_whose_incident_is_not_held(federation):
     response = admin(hb).Explain(api.ExplainRequest(record=statement), timeout=5)
     assert not response.incident_known and response.level == 0
     assert not any(n.receives for n in response.nodes)
+
+
+def test_explain_a_lowered_update_names_the_former_holder_as_receiving_it(
+    federation,
+):
+    hb = federation.start("CN-HB", ("CN-HN",))
+    hn = federation.start("CN-HN", ("CN-HB",))
+    publish(hb, incident("HB-1", level=2))
+    eventually(lambda: inbox_refs(hn) == ["HB-1"])
+    # Lowered below central-china's levels: only the delivery history sends it.
+    published = publish(hb, incident("HB-1", level=4))
+
+    response = admin(hb).Explain(api.ExplainRequest(ref="HB-1"), timeout=5)
+
+    assert response.subject_version == 2 and response.level == 4
+    nodes = by_node(response)
+    hn_ = nodes["CN-HN"]
+    assert hn_.receives and hn_.allowed
+    assert hn_.rule == "central-china/held-earlier-version"
+    assert "holds an earlier version (v1" in hn_.reason
+    assert "central-china/flows[0].levels" in hn_.reason
+    # A node that never held it gets only what the agreements allow.
+    assert not nodes["CN-JX"].allowed
+    assert nodes["CN-JX"].rule == "central-china/flows[0].levels"
+    # The same decisions the publisher made and recorded.
+    routed = {d.node: d for d in published.destinations}
+    for node, explained in nodes.items():
+        assert (explained.allowed, explained.rule) == (
+            routed[node].allowed,
+            routed[node].rule,
+        ), node
+
+
+def test_explain_a_retraction_lists_exactly_the_holders(federation):
+    hb = federation.start("CN-HB", ("CN-HN", "CN"))
+    hn = federation.start("CN-HN", ("CN-HB",))
+    federation.start("CN", ("CN-HB",))
+    publish(hb, incident("HB-1", level=2))
+    eventually(lambda: inbox_refs(hn) == ["HB-1"])
+    retracted = local(hb).Retract(
+        local_api.RetractRequest(ref="HB-1", reason="经核实为不实信息"), timeout=10
+    )
+
+    response = admin(hb).Explain(api.ExplainRequest(ref="HB-1"), timeout=5)
+
+    assert response.kind == "retraction" and response.subject_version == 2
+    nodes = by_node(response)
+    assert {n for n, e in nodes.items() if e.receives} == {"CN", "CN-HN"}
+    assert {n for n, e in nodes.items() if e.allowed} == {"CN", "CN-HN"}
+    for holder in ("CN", "CN-HN"):
+        assert nodes[holder].rule.endswith("/held-earlier-version")
+        assert "holds an earlier version (v1" in nodes[holder].reason
+    for other in set(nodes) - {"CN", "CN-HN"}:
+        assert nodes[other].rule == "never-held"
+    routed = {d.node: (d.allowed, d.rule) for d in retracted.destinations}
+    assert {n: (e.allowed, e.rule) for n, e in nodes.items()} == routed
 
 
 def blank_title() -> api.ExplainRequest:

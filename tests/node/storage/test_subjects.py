@@ -58,6 +58,24 @@ def test_holders_are_read_from_delivered_and_pending_rows_newest_version_each(st
     ]
 
 
+def test_holders_before_a_version_count_only_older_versions(store):
+    store.append_published(
+        entry("A", 1), [allowed("CN-HN", "central-china")], [("CN-HN", b"v1")], NOW
+    )
+    store.append_published(
+        entry("A", 2),
+        [allowed("CN-HN", "central-china"), allowed("CN", "national-reporting")],
+        [("CN-HN", b"v2"), ("CN", b"v2")],
+        NOW,
+    )
+    subjects = Subjects(store)
+    assert subjects.holders("CN-HB/A", before=2) == [
+        Holder("CN-HN", 1, "central-china", 1, (), "PENDING")
+    ]
+    assert subjects.holders("CN-HB/A", before=1) == []
+    assert [h.node for h in subjects.holders("CN-HB/A", before=3)] == ["CN", "CN-HN"]
+
+
 def test_holders_keep_the_fields_withheld_on_the_earlier_hop(store):
     store.append_published(
         entry("A", 1, origin="CN-SH"),
