@@ -30,6 +30,7 @@ from node.workflow.requests import (
     TransitionConflict,
     allowed_actions,
     owes_first_report,
+    withdrawn_label,
 )
 from node.workflow.service import Ambiguous, NotAllowedNow, NotHeld, Workflows
 from node.workflow.wire import (
@@ -91,7 +92,16 @@ class WorkflowService(wf_grpc.WorkflowServicer):
 
     def _request_view(self, row: RequestRow, now: datetime) -> wf.RequestView:
         role = self.workflows.role_of(row)
-        owed = owes_first_report(row.state, row.first_report_at is not None)
+        withdrawn = row.incident_retracted
+        owed = not withdrawn and owes_first_report(
+            row.state, row.first_report_at is not None
+        )
+        actions = [] if withdrawn else allowed_actions(row.state, role)
+        label = (
+            withdrawn_label(row.state, row.incident_retraction_reason)
+            if withdrawn
+            else row.state.label
+        )
         view = wf.RequestView(
             subject_id=row.subject_id,
             ref=row.ref,
@@ -109,7 +119,7 @@ class WorkflowService(wf_grpc.WorkflowServicer):
             state=wf.RequestState.Value(f"REQUEST_{row.state.status.value}"),
             handling=handling_to_pb(row.state.handling),
             disposition=disposition_to_pb(row.state.disposition),
-            state_label=row.state.label,
+            state_label=label,
             created_at=timestamp(row.created_at),
             updated_at=timestamp(row.updated_at),
             due_at=timestamp(row.due_at),
@@ -122,7 +132,7 @@ class WorkflowService(wf_grpc.WorkflowServicer):
             decline_reason=row.decline_reason or "",
             escalation_reason=row.escalation_reason or "",
             escalation_subject=row.escalation_subject or "",
-            allowed_actions=[action_to_pb(a) for a in allowed_actions(row.state, role)],
+            allowed_actions=[action_to_pb(a) for a in actions],
         )
         if row.last_action and row.last_action != "retracted":
             view.last_action = action_to_pb(Action(row.last_action))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, Select, and_, func, insert, or_, select, update
 
 from node.storage import Store
 from node.storage import schema as t
@@ -53,6 +53,11 @@ class RequestRow:
     escalated_to: str | None
     escalation_subject: str | None
     overdue_flagged_at: datetime | None
+    # The node holds a retraction as the incident's newest version: the
+    # request is withdrawn with it, no longer open work (read from the
+    # subjects view, never stored on the request).
+    incident_retracted: bool = False
+    incident_retraction_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,28 @@ class EscalationRow:
 
 def request_txn(connection: Connection, subject_id: str) -> RequestRow | None:
     row = connection.execute(
-        select(w.requests).where(w.requests.c.subject_id == subject_id)
+        _select_requests().where(w.requests.c.subject_id == subject_id)
     ).first()
     return _request(row) if row else None
+
+
+def _select_requests() -> Select:
+    """Requests with whether this node holds their incident retracted."""
+    incident = t.subjects
+    return select(
+        w.requests,
+        func.coalesce(incident.c.retracted, False).label("incident_retracted"),
+        incident.c.retraction_reason.label("incident_retraction_reason"),
+    ).select_from(
+        w.requests.outerjoin(
+            incident, incident.c.subject_id == w.requests.c.incident_subject
+        )
+    )
+
+
+def _incident_live():
+    """The condition of a request whose incident is not retracted here."""
+    return or_(t.subjects.c.retracted.is_(None), t.subjects.c.retracted.is_(False))
 
 
 def upsert_request_txn(connection: Connection, new: NewRequest) -> None:
@@ -382,7 +406,7 @@ class WorkflowStore:
             return request_txn(connection, subject_id)
 
     def requests_with_ref(self, ref: str) -> list[RequestRow]:
-        query = select(w.requests).where(w.requests.c.ref == ref)
+        query = _select_requests().where(w.requests.c.ref == ref)
         return self._requests(query)
 
     def requests(self, include_closed: bool = False) -> list[RequestRow]:
@@ -393,7 +417,7 @@ class WorkflowStore:
         of a request is in the log as its request_update records, which no
         command lists per request yet.
         """
-        query = select(w.requests).order_by(
+        query = _select_requests().order_by(
             w.requests.c.due_at, w.requests.c.subject_id
         )
         if not include_closed:
@@ -401,8 +425,9 @@ class WorkflowStore:
         return self._requests(query)
 
     def due_unflagged(self, now: datetime) -> list[RequestRow]:
-        """Requests past their deadline, first report owed, not yet flagged."""
-        query = select(w.requests).where(
+        """Requests past their deadline, first report owed, not yet flagged;
+        not those withdrawn with their incident."""
+        query = _select_requests().where(
             w.requests.c.due_at <= now,
             w.requests.c.overdue_flagged_at.is_(None),
             *_owing(),
@@ -424,8 +449,9 @@ class WorkflowStore:
             )
 
     def overdue_to_escalate(self, requester: str) -> list[RequestRow]:
-        """This node's overdue requests, first report still owed, not escalated."""
-        query = select(w.requests).where(
+        """This node's overdue requests, first report still owed, not escalated,
+        not withdrawn with their incident."""
+        query = _select_requests().where(
             w.requests.c.requester == requester,
             w.requests.c.overdue_flagged_at.is_not(None),
             w.requests.c.disposition == Disposition.ACTIVE.value,
@@ -434,12 +460,15 @@ class WorkflowStore:
         return self._requests(query)
 
     def escalations_unsent(self, requester: str) -> list[RequestRow]:
-        """This node's escalated requests whose escalation record is not yet out."""
-        query = select(w.requests).where(
+        """This node's escalated requests whose escalation record is not yet out,
+        but for those withdrawn with their incident: a retracted incident is
+        not raised to the national node."""
+        query = _select_requests().where(
             w.requests.c.requester == requester,
             w.requests.c.escalated_at.is_not(None),
             w.requests.c.escalated_to.is_not(None),
             w.requests.c.escalation_subject.is_(None),
+            _incident_live(),
         )
         return self._requests(query)
 
@@ -473,7 +502,7 @@ class WorkflowStore:
                 select(t.log.c.envelope).where(t.log.c.seq == seq)
             ).scalar_one()
 
-    def _requests(self, query) -> list[RequestRow]:
+    def _requests(self, query: Select) -> list[RequestRow]:
         with self.store.read() as connection:
             return [_request(row) for row in connection.execute(query)]
 
@@ -490,6 +519,7 @@ def _owing():
         w.requests.c.first_report_at.is_(None),
         w.requests.c.handling.in_(_OWING),
         w.requests.c.disposition != Disposition.CLOSED.value,
+        _incident_live(),
     )
 
 
@@ -539,6 +569,8 @@ def _request(row) -> RequestRow:
         escalated_to=row.escalated_to,
         escalation_subject=row.escalation_subject,
         overdue_flagged_at=row.overdue_flagged_at,
+        incident_retracted=bool(row.incident_retracted),
+        incident_retraction_reason=row.incident_retraction_reason,
     )
 
 

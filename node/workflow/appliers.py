@@ -12,7 +12,10 @@ for records published here and received alike (see ``node.appliers``).
   fails as a whole with TransitionConflict. A move received is first checked
   against this node's copy of the request and refused, not stored, when the
   rules do not allow it: wrong party, wrong state, not addressed here.
-- ``retraction`` of a request closes it.
+- ``retraction`` of a request closes it. A retraction of an incident changes
+  no workflow row: its requests read as withdrawn from the subjects view
+  (``incident_retracted``), and a move on one is refused here too, made here
+  or received.
 - ``notice``: stores it; on the origin, with every node it is for.
 - ``notice_ack``: marks the acknowledgement, on the acknowledging node and
   on the notice's origin, which refuses one from a node the notice is not
@@ -44,6 +47,7 @@ from node.storage.workflows import (
 from node.workflow.requests import (
     Action,
     IllegalTransition,
+    RequestWithdrawn,
     Role,
     TransitionConflict,
     transition,
@@ -158,6 +162,8 @@ class _WorkflowAppliers:
             action = action_from_pb(update.action)
         except ValueError:
             return "request_update.action: no action is set"
+        if row.incident_retracted:
+            return str(RequestWithdrawn(row.subject_id, row.incident_subject, action))
         try:
             transition(row.state, role, action, update.text, request=row.subject_id)
         except IllegalTransition as refused:
@@ -180,6 +186,10 @@ class _WorkflowAppliers:
                 f"{mover} is no party to request {row.subject_id}",
             )
         action = action_from_pb(update.action)
+        if row.incident_retracted:
+            # A move made here raced the incident's retraction; one received
+            # was refused by check_update already.
+            raise RequestWithdrawn(row.subject_id, row.incident_subject, action)
 
         if applied.received_from is None:
             # A move made here starts from the state its mover saw; the

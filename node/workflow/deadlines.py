@@ -16,7 +16,9 @@ Every node runs one checker, a named thread (``deadlines-CN-HB``) that calls
 1. flags each request past its deadline whose first report is still owed.
    The flag is set with a compare-and-set on its column, so ``request.overdue``
    is logged once per request and node, whatever the number of steps or
-   replicas. Both parties flag: each sees the request overdue.
+   replicas. Both parties flag: each sees the request overdue. A request
+   whose incident is retracted here is withdrawn with it, no longer open
+   work: it is neither flagged nor escalated, nor its escalation record sent.
 2. on the requester's node only, escalates (提级) each flagged request whose
    agreement names a node in ``escalate_overdue_to``: the requester's escalate
    move goes to the handler, and an escalation record with the incident goes

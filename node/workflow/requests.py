@@ -40,6 +40,11 @@ requester  close 办结              ACTIVE with RESULT_REPORTED  CLOSED
 
 ``*``: the move needs text, a reason or a report.
 
+A request whose incident is retracted (the node holds a retraction as the
+incident's newest version) is withdrawn with it: no longer open work, no
+deadline, and no move by either party (:class:`RequestWithdrawn`). That is
+read from the node's view of the incident, not stored on the request.
+
 Every handler action also needs the request not to be CLOSED. The guards that
 look across parts are stable: the handling states close waits for are final
 for the handler, so by the time the requester sees one, the handler's node
@@ -311,6 +316,29 @@ class TransitionConflict(IllegalTransition):
             f"it changed from {expected.status.value} while the move was made; "
             "another move came first",
             request,
+        )
+
+
+WITHDRAWN_LABEL = "事件已撤回 incident retracted"
+
+
+def withdrawn_label(state: RequestState, reason: str | None) -> str:
+    """The shown state of a request withdrawn with its incident."""
+    because = f": {reason}" if reason else ""
+    return f"{WITHDRAWN_LABEL}{because} (was {state.label})"
+
+
+class RequestWithdrawn(GuantongError):
+    """A move on a request whose incident is retracted: it is no longer open."""
+
+    def __init__(self, request: str, incident: str, action: Action | None = None):
+        self.request = request
+        self.incident = incident
+        self.action = action
+        move = f"may not {action.label}" if action else "takes no move on"
+        super().__init__(
+            f"{WITHDRAWN_LABEL}: {move} request {request}; it is withdrawn, "
+            f"its incident {incident} was retracted"
         )
 
 

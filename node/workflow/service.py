@@ -36,7 +36,7 @@ from node.records import facts_of, subject_id
 from node.storage import Store
 from node.storage.workflows import EscalationRow, NoticeRow, RequestRow, WorkflowStore
 from node.workflow.appliers import EscalationAlreadySent
-from node.workflow.requests import Action, Role, transition
+from node.workflow.requests import Action, RequestWithdrawn, Role, transition
 from node.workflow.wire import (
     action_to_pb,
     disposition_to_pb,
@@ -179,6 +179,8 @@ class Workflows:
         escalate_to: str | None,
     ) -> Moved:
         role = self.role_of(row)
+        if row.incident_retracted:
+            raise RequestWithdrawn(row.subject_id, row.incident_subject, action)
         # Refuse early and clearly; the applier checks again by compare-and-set.
         transition(row.state, role, action, text, request=row.subject_id)
 
