@@ -26,7 +26,9 @@ _OWING = (Handling.OPEN.value, Handling.ACKNOWLEDGED.value, Handling.ACCEPTED.va
 
 
 @dataclass(frozen=True)
-class RequestRow:
+class NewRequest:
+    """A request as a version of it is stored (published or received)."""
+
     subject_id: str
     ref: str
     requester: str
@@ -39,6 +41,12 @@ class RequestRow:
     log_seq: int
     created_at: datetime
     due_at: datetime
+
+
+@dataclass(frozen=True)
+class RequestRow(NewRequest):
+    """A request as this node holds it: as published, with its state."""
+
     state: RequestState
     updated_at: datetime
     moves: int
@@ -58,24 +66,6 @@ class RequestRow:
     # subjects view, never stored on the request).
     incident_retracted: bool = False
     incident_retraction_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class NewRequest:
-    """A request as a version of it is stored (published or received)."""
-
-    subject_id: str
-    ref: str
-    requester: str
-    handler: str
-    incident_subject: str
-    incident_title: str | None
-    level: int | None
-    exercise: bool
-    ask: str
-    log_seq: int
-    created_at: datetime
-    due_at: datetime
 
 
 @dataclass(frozen=True)
