@@ -169,9 +169,7 @@ def recent_answered(reader: Reader, limit: int = RECENT_ROWS) -> list[AnsweredSt
                 state=row.state,
                 peer_agreement_id=row.peer_agreement_id,
                 peer_agreement_version=row.peer_agreement_version or 0,
-                withheld_by_peer=tuple(
-                    f for f in (row.withheld_by_peer or "").split(",") if f
-                ),
+                withheld_by_peer=t.field_names(row.withheld_by_peer),
                 settled_at=row.settled_at,
             )
             for row in connection.execute(query)

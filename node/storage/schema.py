@@ -151,6 +151,12 @@ refusals = Table(
     Column("own_agreement_version", Integer, nullable=True),
 )
 
+
+def field_names(column_value: str | None) -> tuple[str, ...]:
+    """Field names kept comma-separated in one text column, as a tuple."""
+    return tuple(name for name in (column_value or "").split(",") if name)
+
+
 # Outbox states.
 PENDING = "PENDING"
 DELIVERED = "DELIVERED"

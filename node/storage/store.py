@@ -421,7 +421,7 @@ class Store:
                     agreement_version=r.agreement_version,
                     rule=r.rule,
                     reason=r.reason,
-                    withheld_fields=tuple(f for f in r.withheld_fields.split(",") if f),
+                    withheld_fields=t.field_names(r.withheld_fields),
                     delivery_state=r.state,
                 )
                 for r in connection.execute(query)

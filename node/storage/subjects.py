@@ -232,9 +232,7 @@ class Subjects:
                     version=row.subject_version,
                     agreement_id=row.agreement_id,
                     agreement_version=row.agreement_version,
-                    withheld_fields=tuple(
-                        f for f in (row.withheld_fields or "").split(",") if f
-                    ),
+                    withheld_fields=t.field_names(row.withheld_fields),
                     delivery_state=row.state,
                 )
         return sorted(newest.values(), key=lambda holder: holder.node)
