@@ -11,47 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from guantong.v1 import local_pb2 as api
-from guantong.v1 import local_pb2_grpc as api_grpc
-from guantong.v1 import records_pb2 as pb
 
-from gateway.identity import TlsFiles, secure_channel
+from node.cli.connection import (
+    call,
+    connect,
+    connection_options,
+    count_arg,
+    describe_rpc_error,
+    node_id_of,
+)
+from node.cli.output import print_destinations, print_message
 from node.errors import GuantongError, InvalidRecord
 from node.local_api import MAX_PAGE
-from node.records import (
-    CATEGORIES,
-    CATEGORY_CODES,
-    KIND_NAMES,
-    LEVEL_LABELS,
-    PHASE_CODES,
-    PHASES,
-    kind_of,
-    record_from_json,
-)
-
-DEFAULT_ADDRESS = "127.0.0.1:7201"
-
-
-def connection_options() -> argparse.ArgumentParser:
-    """How to reach a node's local API: a parent parser for commands that do."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--node-address",
-        default=DEFAULT_ADDRESS,
-        help=f"the node's local API, host:port (default {DEFAULT_ADDRESS})",
-    )
-    common.add_argument(
-        "--certs",
-        type=Path,
-        help=(
-            "certificate folder; with --node and --client, use mutual TLS "
-            "(needed off loopback)"
-        ),
-    )
-    common.add_argument("--node", help="the node id whose client certificate to use")
-    common.add_argument("--client", help="the client name of that certificate")
-    return common
+from node.records import CATEGORIES, LEVEL_LABELS, PHASES, record_from_json
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -125,56 +98,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         "status", parents=[common], help="counts and per-peer delivery state"
     )
     status.set_defaults(handler=_status)
-
-
-def count_arg(text: str) -> int:
-    """argparse type: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
-    return value
-
-
-def connect(args: argparse.Namespace) -> api_grpc.LocalStub:
-    return api_grpc.LocalStub(local_channel(args))
-
-
-def local_channel(args: argparse.Namespace) -> grpc.Channel:
-    """A channel to the node's local API, over mutual TLS when --certs is given."""
-    if args.certs:
-        if not (args.node and args.client):
-            raise GuantongError(
-                "--certs needs --node and --client to pick the certificate"
-            )
-        files = TlsFiles.for_client(args.certs, args.node, args.client)
-        return secure_channel(args.node_address, files, expected_node_id=args.node)
-    return grpc.insecure_channel(args.node_address)
-
-
-def call(function, request, **kwargs):
-    try:
-        return function(request, **kwargs)
-    except grpc.RpcError as error:
-        raise GuantongError(describe_rpc_error(error)) from error
-
-
-def describe_rpc_error(error: grpc.RpcError) -> str:
-    """The status and details, with a hint where the cause is usually the setup."""
-    text = f"{error.code().name}: {error.details()}"
-    if error.code() == grpc.StatusCode.UNAVAILABLE:
-        text += (
-            "\n  is the node running, and is --node-address its local API (not its "
-            "federation port)? A local API on loopback is plain; off loopback it "
-            "needs --certs, --node and --client."
-        )
-    return text
-
-
-def node_id_of(stub: api_grpc.LocalStub) -> str:
-    return call(stub.Status, api.StatusRequest(), timeout=30).node
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -343,77 +266,3 @@ def _status(args: argparse.Namespace) -> int:
             )
         print(line)
     return 0
-
-
-def print_destinations(destinations) -> None:
-    for d in destinations:
-        if d.allowed:
-            withheld = (
-                f", withheld: {', '.join(d.withheld_fields)}"
-                if d.withheld_fields
-                else ""
-            )
-            state = d.delivery_state or d.rule
-            print(
-                f"  -> {d.node}: {state} under {d.agreement_id} v{d.agreement_version}"
-                f" ({d.rule}){withheld}"
-            )
-        else:
-            print(f"  x  {d.node}: kept back by {d.rule}: {d.reason}")
-
-
-def print_message(message: api.StoredMessage, as_json: bool) -> None:
-    envelope = message.envelope
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "seq": message.seq,
-                    "received_from": message.received_from,
-                    "envelope": json_format.MessageToDict(
-                        envelope,
-                        preserving_proto_field_name=True,
-                        always_print_fields_with_no_presence=False,
-                    )
-                    | {"payload": None},
-                    "record": json_format.MessageToDict(
-                        message.record, preserving_proto_field_name=True
-                    ),
-                },
-                ensure_ascii=False,
-            )
-        )
-        return
-    drill = " [演练 exercise]" if envelope.exercise else ""
-    print(
-        f"#{message.seq} from {message.received_from}: {KIND_NAMES[envelope.kind]} "
-        f"{envelope.ref} v{envelope.subject_version} ({envelope.origin_node}){drill}"
-    )
-    record = message.record
-    if kind_of(record) == "incident":
-        incident = record.incident
-        print(f"    {incident.title}")
-        print(
-            f"    {CATEGORIES[CATEGORY_CODES[incident.category]][1]} · "
-            f"{LEVEL_LABELS[incident.level]} · {PHASES[PHASE_CODES[incident.phase]][1]}"
-        )
-    elif kind_of(record) == "escalation":
-        escalation = record.escalation
-        print(
-            f"    提级 escalated {escalation.incident_subject}: "
-            f"{escalation.incident.title} · {escalation.reason}"
-        )
-    elif kind_of(record) == "request_update":
-        update = record.request_update
-        action = pb.RequestAction.Name(update.action).removeprefix("ACTION_").lower()
-        print(
-            f"    {action} {update.request_subject}"
-            + (f": {update.text}" if update.text else "")
-        )
-    elif kind_of(record) == "notice":
-        print(f"    通报 {record.notice.title}")
-    if envelope.withheld_fields:
-        print(
-            f"    withheld under {envelope.agreement_id}: "
-            f"{', '.join(envelope.withheld_fields)}"
-        )

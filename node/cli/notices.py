@@ -16,7 +16,8 @@ from guantong.v1 import workflow_pb2 as wf
 from guantong.v1 import workflow_pb2_grpc as wf_grpc
 
 from gateway.policy.model import CHINA_TIME
-from node.cli.client import call, connection_options, local_channel, print_destinations
+from node.cli.connection import call, connection_options, local_channel
+from node.cli.output import print_destinations
 from node.records import CATEGORIES, CATEGORY_CODES, LEVEL_LABELS
 
 

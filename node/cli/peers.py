@@ -7,7 +7,7 @@ import argparse
 from guantong.v1 import admin_pb2 as admin
 from guantong.v1 import admin_pb2_grpc as admin_grpc
 
-from node.cli.client import call, connection_options, local_channel
+from node.cli.connection import call, connection_options, local_channel
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -37,7 +37,7 @@ from gateway.policy import PolicySet, check_policies, load_policies
 from gateway.policy.evaluate import roman
 from gateway.policy.model import Decision
 from gateway.policy.outcome import SampleRecord, delivers, read_jsonl, read_sample
-from node.cli.client import call, connection_options, local_channel
+from node.cli.connection import call, connection_options, local_channel
 from node.config import load_config
 from node.errors import ConfigError, GuantongError, InvalidRecord
 from node.explain import NodeOutcome, outcomes, published_samples

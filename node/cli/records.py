@@ -11,13 +11,8 @@ from guantong.v1 import local_pb2 as api
 from guantong.v1 import records_pb2 as pb
 
 from gateway.policy.model import CHINA_TIME
-from node.cli.client import (
-    call,
-    connect,
-    connection_options,
-    count_arg,
-    print_destinations,
-)
+from node.cli.connection import call, connect, connection_options, count_arg
+from node.cli.output import print_destinations
 from node.errors import GuantongError
 from node.records import (
     CATEGORIES,
