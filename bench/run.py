@@ -43,7 +43,7 @@ from gateway.identity import (
 from node.app import Node
 from node.config import NodeConfig
 from node.logs import configure
-from node.records import record_from_json
+from node.record_json import record_from_json
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 100

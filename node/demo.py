@@ -42,7 +42,8 @@ from guantong.v1 import workflow_pb2_grpc as wf_grpc
 from gateway.identity import init_ca, issue_node_cert
 from gateway.policy import PolicySet, expected_receivers, load_policies
 from node.errors import GuantongError
-from node.records import SUPERSEDED_LABEL, record_from_json
+from node.record_json import record_from_json
+from node.records import SUPERSEDED_LABEL
 from node.storage.schema import DELIVERED
 from node.workflow.wire import action_from_pb
 

@@ -10,7 +10,7 @@ from guantong.v1 import local_pb2 as api
 from guantong.v1 import local_pb2_grpc as api_grpc
 
 from node.app import Node
-from node.records import record_from_json
+from node.record_json import record_from_json
 from tests.conftest import SAMPLE
 
 

@@ -27,13 +27,8 @@ from gateway.policy.evaluate import PolicySet
 from gateway.policy.fields import apply_withholding
 from gateway.policy.model import Decision
 from node.errors import InvalidRecord
-from node.records import (
-    RecordFacts,
-    facts_of,
-    incident_subject_of,
-    record_from_json,
-    subject_id,
-)
+from node.record_json import record_from_json
+from node.records import RecordFacts, facts_of, incident_subject_of, subject_id
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from node.cli.connection import (
 from node.cli.output import print_destinations, print_message
 from node.errors import GuantongError, InvalidRecord
 from node.local_api import MAX_PAGE
-from node.records import CATEGORIES, LEVEL_LABELS, PHASES, record_from_json
+from node.record_json import record_from_json
+from node.records import CATEGORIES, LEVEL_LABELS, PHASES
 
 
 def register(commands: argparse._SubParsersAction) -> None:

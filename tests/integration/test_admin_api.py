@@ -11,7 +11,7 @@ from guantong.v1 import local_pb2 as local_api
 from structlog.testing import capture_logs
 
 from node.app import Node
-from node.records import record_from_json
+from node.record_json import record_from_json
 from tests.conftest import eventually
 from tests.helpers import inbox, inbox_refs, incident, local, publish
 

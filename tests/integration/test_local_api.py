@@ -9,7 +9,7 @@ from guantong.v1 import local_pb2_grpc as api_grpc
 from guantong.v1 import records_pb2 as pb
 
 from gateway.identity import TlsFiles, secure_channel
-from node.records import record_from_json
+from node.record_json import record_from_json
 from tests.helpers import incident, local, publish
 
 

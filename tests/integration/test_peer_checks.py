@@ -13,7 +13,8 @@ from guantong.v1 import federation_pb2_grpc as fed_grpc
 
 from gateway.identity import TlsFiles, secure_channel, server_name_for
 from node.envelopes import seal
-from node.records import record_from_json, subject_id
+from node.record_json import record_from_json
+from node.records import subject_id
 from tests.helpers import inbox, incident
 
 

@@ -8,7 +8,7 @@ import pytest
 from guantong.v1 import local_pb2 as api
 
 from node.errors import InvalidRecord
-from node.records import record_from_json
+from node.record_json import record_from_json
 from tests.conftest import eventually
 from tests.helpers import inbox, incident, local, publish
 

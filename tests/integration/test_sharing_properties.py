@@ -43,7 +43,8 @@ from hypothesis import strategies as st
 from gateway.policy import apply_withholding, check_policies
 from gateway.policy.fields import WITHHOLDABLE
 from node.app import Node
-from node.records import CATEGORIES, facts_of, record_from_json
+from node.record_json import record_from_json
+from node.records import CATEGORIES, facts_of
 from tests.conftest import POLICIES, Federation, eventually
 from tests.helpers import inbox, incident, local, pending, publish
 

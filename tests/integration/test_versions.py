@@ -16,7 +16,8 @@ from guantong.v1 import records_pb2 as pb
 
 from gateway.identity import TlsFiles, secure_channel
 from node.envelopes import seal
-from node.records import record_from_json, subject_id
+from node.record_json import record_from_json
+from node.records import subject_id
 from tests.conftest import Federation, eventually
 from tests.helpers import inbox, incident, local, pending, publish
 

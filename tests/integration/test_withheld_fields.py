@@ -19,7 +19,7 @@ from guantong.v1 import records_pb2 as pb
 from gateway.policy import apply_withholding
 from gateway.policy.fields import WITHHOLDABLE, withholdable_names
 from node.app import Node
-from node.records import record_from_json
+from node.record_json import record_from_json
 from tests.conftest import eventually
 from tests.helpers import inbox, incident, local, pending
 

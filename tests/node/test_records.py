@@ -7,7 +7,8 @@ import pytest
 from guantong.v1 import records_pb2 as pb
 
 from node.errors import InvalidRecord
-from node.records import facts_of, record_from_json, validate
+from node.record_json import record_from_json
+from node.records import facts_of, validate
 from tests.helpers import incident
 
 

@@ -11,7 +11,7 @@ import pytest
 from guantong.v1 import local_pb2 as api
 
 from node.cli import main
-from node.records import record_from_json
+from node.record_json import record_from_json
 from tests.conftest import POLICIES, eventually
 from tests.helpers import inbox_refs, incident, local, publish
 

@@ -14,7 +14,8 @@ from guantong.v1 import records_pb2 as pb
 from node import lifecycle
 from node.appliers import Appliers
 from node.envelopes import log_entry_for, seal
-from node.records import kind_of, record_from_json, subject_id
+from node.record_json import record_from_json
+from node.records import kind_of, subject_id
 from node.storage import Store
 from node.storage.library import Library, search_terms
 from tests.helpers import incident

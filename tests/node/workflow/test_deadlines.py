@@ -16,7 +16,7 @@ from node.clock import FakeClock
 from node.config import WorkflowConfig, load_config
 from node.errors import ConfigError, InvalidRecord
 from node.publishing import Publisher
-from node.records import record_from_json
+from node.record_json import record_from_json
 from node.storage import Store
 from node.storage import workflows as data
 from node.storage.workflows import Move

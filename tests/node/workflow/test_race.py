@@ -24,7 +24,8 @@ from node.clock import FakeClock
 from node.config import WorkflowConfig
 from node.envelopes import seal
 from node.publishing import Publisher
-from node.records import record_from_json, subject_id
+from node.record_json import record_from_json
+from node.records import subject_id
 from node.storage import Store
 from node.workflow import appliers as workflow_appliers
 from node.workflow.requests import Action, Handling, TransitionConflict

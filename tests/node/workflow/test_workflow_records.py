@@ -7,14 +7,8 @@ import pytest
 from guantong.v1 import records_pb2 as pb
 
 from node.errors import InvalidRecord
-from node.records import (
-    KIND_NAMES,
-    KINDS,
-    facts_of,
-    incident_subject_of,
-    record_from_json,
-    validate,
-)
+from node.record_json import record_from_json
+from node.records import KIND_NAMES, KINDS, facts_of, incident_subject_of, validate
 
 DRILL = pb.IncidentReport(
     title="【演练】扶梯故障",
