@@ -29,7 +29,7 @@ from guantong.v1 import records_pb2 as pb
 from gateway.policy import Decision, PolicyHolder, PolicySet, apply_withholding
 from node.appliers import Appliers
 from node.clock import Clock
-from node.envelopes import log_entry_for, read_stored, seal
+from node.envelopes import Opened, log_entry_for, read_stored, seal
 from node.errors import InvalidRecord
 from node.holders import retraction_decisions, with_holders
 from node.records import (
@@ -106,13 +106,19 @@ class Publisher:
 
         with self._numbering:
             held = self.store.latest(subject)
-            _check_next_version(ref, subject, record, held)
+            # Read once: the checks below all look at the newest version held.
+            held_copy = read_stored(held.envelope) if held is not None else None
+            _check_next_version(ref, subject, record, held, held_copy)
             version = held.subject_version + 1 if held is not None else 1
             incident = self._incident_for(record)
             facts = facts_of(record, self.node_id, incident)
             now = self.clock.now()
             record = self.prepare(record, incident, now)
-            if held is not None and read_stored(held.envelope).record == record:
+            if (
+                held is not None
+                and held_copy is not None
+                and held_copy.record == record
+            ):
                 # A retry of a publish that already went through (a client
                 # that timed out, say) must not make a second version.
                 log.info("record.unchanged", ref=ref, version=held.subject_version)
@@ -131,7 +137,7 @@ class Publisher:
                 subject_version=version,
                 ref=ref,
                 record=record,
-                exercise=_exercise(facts, held),
+                exercise=_exercise(facts, held_copy),
             )
             rows, outbox = self.route(envelope, record, decisions)
             self.store.append_published(
@@ -359,7 +365,11 @@ def decide(
 
 
 def _check_next_version(
-    ref: str, subject: str, record: pb.Record, held: LogEntry | None
+    ref: str,
+    subject: str,
+    record: pb.Record,
+    held: LogEntry | None,
+    held_copy: Opened | None,
 ) -> None:
     """Whether ``record`` may be the next version of the subject ``held``."""
     kind = kind_of(record)
@@ -384,7 +394,7 @@ def _check_next_version(
         return
     if held.kind != kind:
         raise InvalidRecord("ref", f"{ref!r} already names a {held.kind}, not a {kind}")
-    before = _addressees(read_stored(held.envelope).record)
+    before = _addressees(held_copy.record) if held_copy is not None else None
     if before is not None and before != _addressees(record):
         # A new version goes where the earlier ones went; readdressing would
         # send the new text to the old addressees. Publish under a new ref.
@@ -418,8 +428,8 @@ def _addressees(record: pb.Record) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
-def _exercise(facts: RecordFacts, held: LogEntry | None) -> bool:
+def _exercise(facts: RecordFacts, held_copy: Opened | None) -> bool:
     """A retraction of a drill is a drill too; other records carry their own mark."""
-    if facts.kind == "retraction" and held is not None:
-        return read_stored(held.envelope).envelope.exercise
+    if facts.kind == "retraction" and held_copy is not None:
+        return held_copy.envelope.exercise
     return facts.exercise
